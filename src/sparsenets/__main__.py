@@ -1,0 +1,3 @@
+from sparsenets.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,199 @@
+"""`python -m sparsenets CMD`: one sub-command per Snakemake rule.
+
+Imports are lazy, so a job pays only for what it uses (no mlflow or seaborn in a mask job).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import traceback
+from typing import Any, Callable
+
+
+def _json_arg(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({e}): {text!r}") from e
+
+
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def cmd_data(a: argparse.Namespace) -> None:
+    from . import data
+
+    path = data.prepare(a.dataset, a.out)
+    ds = data.load(path)
+    _log(f"{a.dataset}: {len(ds.y_train)} train / {len(ds.y_test)} test images of shape {ds.input_shape}, "
+         f"{ds.num_classes} classes -> {path}")
+
+
+def cmd_mlflow_init(a: argparse.Namespace) -> None:
+    from .tracking import init_store
+
+    init_store(a.uri, a.experiments)
+    _log(f"tracking store ready at {a.uri} with experiments {', '.join(a.experiments)}")
+    if a.out:
+        from .experiments import write_json
+
+        write_json(a.out, {"uri": a.uri, "experiments": a.experiments})
+
+
+def cmd_mask(a: argparse.Namespace) -> None:
+    from .experiments import make_mask
+
+    t0 = time.perf_counter()
+    mask = make_mask(a.model, a.data, a.method, a.density, a.seed, a.out, options=a.options, device=a.device)
+    _log(f"{a.method} mask for {a.model} at density {a.density}: kept {mask.kept} of {mask.total} "
+         f"(density {mask.density:.6f}) in {time.perf_counter() - t0:.2f}s -> {a.out}")
+
+
+def cmd_train(a: argparse.Namespace) -> None:
+    import torch
+
+    from .experiments import RunSpec, run_training
+    from .train import Recipe
+
+    torch.set_num_threads(a.threads)
+    spec = RunSpec(a.study, a.dataset, a.model, a.method, a.density, a.seed, a.variant)
+    recipe = Recipe.from_dict(a.recipe)
+    _log(f"training {spec.study}/{spec.name} ({a.topology}) for {recipe.epochs} epochs")
+    result = run_training(spec, recipe, data_file=a.data, mask_file=a.mask, out_dir=a.out_dir,
+                          topology=a.topology, topology_options=a.topology_options,
+                          tracking_uri=a.tracking_uri, device=a.device, log=_log)
+    _log(f"done: final test accuracy {result.final['test_acc']:.4f}, best {result.best_test_acc:.4f}")
+
+
+def cmd_structure(a: argparse.Namespace) -> None:
+    from .masks import Mask
+    from .models import build_model
+    from .structure import format_table, layer_table, summary
+
+    mask = Mask.load(a.mask)
+    meta = mask.meta
+    missing = [k for k in ("model", "num_classes", "input_shape") if k not in meta]
+    if missing:
+        raise SystemExit(f"error: mask file {a.mask} has no {', '.join(missing)} in its metadata")
+    model = build_model(meta["model"], meta["num_classes"], tuple(meta["input_shape"]), seed=meta.get("weight_seed"))
+    mask.check_model(model, source=f"mask file {a.mask}")
+    rows, totals = layer_table(model, mask), summary(model, mask, tuple(meta["input_shape"]))
+    if a.json:
+        print(json.dumps({"meta": {k: v for k, v in meta.items()}, "summary": totals, "layers": rows}, indent=1,
+                         default=str))
+    else:
+        print(f"{a.mask}: {meta.get('method', '?')} on {meta['model']}")
+        print(format_table(rows, totals))
+
+
+def cmd_table(a: argparse.Namespace) -> None:
+    from . import tables
+
+    df = getattr(tables, f"{a.kind}_table")(a.files)
+    _write_csv(df, a.out)
+    _log(f"{len(df)} rows -> {a.out}")
+
+
+def cmd_figure(a: argparse.Namespace) -> None:
+    from . import figures
+
+    figures.draw(a.name, a.tables, a.out, **(a.options or {}))
+    _log(f"figure {a.name} -> {', '.join(a.out)}")
+
+
+def _write_csv(df: Any, path: str) -> None:
+    from .experiments import write_text
+
+    write_text(path, df.to_csv(index=False))
+
+
+def cmd_names(a: argparse.Namespace) -> None:
+    from .data import DATASETS
+    from .models import MODELS
+    from .pruning import METHODS, _load_all
+
+    _load_all()
+    print(json.dumps({"models": sorted(MODELS), "methods": sorted(METHODS), "datasets": sorted(DATASETS)}))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sparsenets", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="CMD")
+
+    def add(name: str, fn: Callable[[argparse.Namespace], None], help: str) -> argparse.ArgumentParser:
+        s = sub.add_parser(name, help=help, description=help)
+        s.set_defaults(fn=fn)
+        return s
+
+    s = add("data", cmd_data, "download (or generate) a dataset into data/{dataset}.npz")
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--out", required=True)
+
+    s = add("mlflow-init", cmd_mlflow_init, "create the MLflow store and one experiment per study")
+    s.add_argument("--uri", required=True)
+    s.add_argument("--experiments", nargs="+", required=True)
+    s.add_argument("--out", help="a marker file to write once the store is ready")
+
+    s = add("mask", cmd_mask, "build a mask at initialisation and save it")
+    _run_args(s, study=False)
+    s.add_argument("--options", type=_json_arg, default={}, help="method options as JSON")
+    s.add_argument("--out", required=True)
+
+    s = add("train", cmd_train, "train one run under a mask; writes metrics.json, model.pt, mask.pt, structure.json")
+    _run_args(s, study=True)
+    s.add_argument("--mask", required=True)
+    s.add_argument("--out-dir", required=True)
+    s.add_argument("--recipe", type=_json_arg, default={}, help="recipe as JSON")
+    s.add_argument("--variant", default="")
+    s.add_argument("--topology", default="static")
+    s.add_argument("--topology-options", type=_json_arg, default={})
+    s.add_argument("--tracking-uri", default=None, help="MLflow URI (default: $SPARSENETS_TRACKING_URI; none: no tracking)")
+    s.add_argument("--threads", type=int, default=1)
+
+    s = add("structure", cmd_structure, "print a mask's per-layer structure and totals")
+    s.add_argument("mask")
+    s.add_argument("--json", action="store_true")
+
+    s = add("table", cmd_table, "collect run files into a tidy CSV (one row per run, run and epoch, or run and layer)")
+    s.add_argument("--kind", choices=["runs", "epochs", "layers"], default="runs")
+    s.add_argument("--out", required=True)
+    s.add_argument("files", nargs="+", help="metrics.json (runs, epochs) or structure.json (layers) files")
+
+    s = add("figure", cmd_figure, "draw one paper figure from tidy tables")
+    s.add_argument("name")
+    s.add_argument("--tables", nargs="+", required=True)
+    s.add_argument("--out", nargs="+", required=True, help="output files (.png, .pdf)")
+    s.add_argument("--options", type=_json_arg, default={})
+    add("names", cmd_names, "print the known models, methods and datasets as JSON")
+    return p
+
+
+def _run_args(s: argparse.ArgumentParser, study: bool) -> None:
+    if study:
+        s.add_argument("--study", required=True)
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--data", required=True, help="the dataset's npz file")
+    s.add_argument("--model", required=True)
+    s.add_argument("--method", required=True)
+    s.add_argument("--density", type=float, required=True)
+    s.add_argument("--seed", type=int, required=True)
+    s.add_argument("--device", default="auto")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "tracking_uri", "unset") is None:
+        import os
+
+        args.tracking_uri = os.environ.get("SPARSENETS_TRACKING_URI")
+    try:
+        args.fn(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        if isinstance(e, RuntimeError):  # may be deep inside torch: keep the trace in the log
+            traceback.print_exc()
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,255 @@
+"""Jobs composed from the parts: build a mask, train a run, and write the files the DAG declares.
+
+Nothing here knows about Snakemake; tracking goes through `tracking` (imported only when used).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from . import data
+from .masks import Mask, atomic_save
+from .models import build_model
+from .pruning import PruneInputs, build_mask, get_method
+from .train import Recipe, Result, seeded_generator, train
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What defines a training run; its `name` is also its folder under results/{study}/runs/."""
+
+    study: str
+    dataset: str
+    model: str
+    method: str
+    density: float
+    seed: int
+    variant: str = ""  # "" for the run itself, "reinit" for its structure retrained from fresh weights
+
+    @property
+    def name(self) -> str:
+        base = f"{self.dataset}/{self.model}/{self.method}/d{format_density(self.density)}"
+        return f"{base}/{self.variant}/s{self.seed}" if self.variant else f"{base}/s{self.seed}"
+
+    def tags(self) -> dict[str, Any]:
+        return {"study": self.study, "dataset": self.dataset, "model": self.model, "method": self.method,
+                "density": format_density(self.density), "seed": self.seed, "variant": self.variant or "original"}
+
+
+def format_density(density: float) -> str:
+    """The one spelling of a density in paths and tags: 4 significant digits."""
+    return f"{float(density):.4g}"
+
+
+def derive_seeds(seed: int) -> dict[str, int]:
+    """Independent streams for weights, mask randomness, data order and fresh re-initialisation."""
+    children = np.random.SeedSequence(int(seed)).spawn(4)
+    names = ("weight_seed", "mask_seed", "data_seed", "reinit_seed")
+    return {n: int(c.generate_state(1, dtype=np.uint32)[0]) for n, c in zip(names, children)}
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def make_mask(model_name: str, dataset_file: str | os.PathLike, method: str, density: float, seed: int,
+              out: str | os.PathLike, *, options: dict[str, Any] | None = None, device: str = "auto") -> Mask:
+    """Build a method's mask on the model's initial weights for `seed` and save it to `out`."""
+    dev = pick_device(device)
+    ds = data.load(dataset_file)
+    seeds = derive_seeds(seed)
+    model = build_model(model_name, ds.num_classes, ds.input_shape, seed=seeds["weight_seed"]).to(dev)
+    gen = seeded_generator(seeds["mask_seed"])
+    batches = None
+    if get_method(method).needs_data:
+        def batches(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+            return data.sample_batch(ds, n, gen, dev)
+    inputs = PruneInputs(generator=gen, num_classes=ds.num_classes, input_shape=ds.input_shape,
+                         batches=batches, options=dict(options or {}))
+    mask = build_mask(method, model, density, inputs)
+    mask.meta.update(model=model_name, dataset=Path(dataset_file).stem, seed=int(seed), num_classes=ds.num_classes,
+                     input_shape=tuple(ds.input_shape), **seeds)
+    mask.save(out)
+    return mask
+
+
+def run_training(spec: RunSpec, recipe: Recipe, *, data_file: str | os.PathLike, mask_file: str | os.PathLike,
+                 out_dir: str | os.PathLike, topology: str = "static", topology_options: dict[str, Any] | None = None,
+                 tracking_uri: str | None = None, device: str = "auto", log: Log = print) -> Result:
+    """Train one run and write metrics.json, model.pt, mask.pt and structure.json into `out_dir`."""
+    dev = pick_device(device)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ds = data.load(data_file)
+    seeds = derive_seeds(spec.seed)
+    mask = Mask.load(mask_file)
+    fresh = spec.variant == "reinit" or bool(mask.meta.get("fresh_weights"))
+    weight_seed = seeds["reinit_seed"] if fresh else seeds["weight_seed"]
+    model = build_model(spec.model, ds.num_classes, ds.input_shape, seed=weight_seed).to(dev)
+    mask.check_model(model, source=f"mask file {mask_file}")
+
+    loader_args = dict(batch_size=recipe.batch_size, device=dev, mean=ds.mean, std=ds.std)
+    x_train, y_train = ds.x_train, ds.y_train
+    if recipe.train_subset and recipe.train_subset < len(y_train):
+        keep = np.sort(np.random.default_rng(0).permutation(len(y_train))[: recipe.train_subset])
+        x_train, y_train = x_train[keep], y_train[keep]
+    train_loader = data.DeviceLoader(x_train, y_train, train=True, seed=seeds["data_seed"],
+                                     augment=recipe.augment, **loader_args)
+    test_loader = data.DeviceLoader(ds.x_test, ds.y_test, train=False, seed=0, **loader_args)
+
+    params = {**recipe.to_dict(), **seeds, "seed": spec.seed, "topology": topology,
+              **{f"topology.{k}": v for k, v in (topology_options or {}).items()},
+              "mask_file": str(mask_file), "mask_density": mask.density, "fresh_weights": fresh,
+              "device": dev.type, "torch": torch.__version__}
+    tracker = _tracker(spec, tracking_uri)
+    extra: dict[str, Any] = {}
+    key = json.dumps({"spec": spec.name, "params": {k: str(v) for k, v in params.items() if k != "device"}},
+                     sort_keys=True)
+    recorder = StructureRecorder(out / "epoch_masks", extra) if topology != "static" else None
+
+    def on_epoch(row: dict[str, Any], topo: Any) -> None:
+        if recorder is not None:
+            row["overlap_prev"] = recorder.record(row["epoch"], topo.mask)
+        if tracker is not None:
+            tracker.log_epoch(row, step=row["epoch"])
+
+    checkpoint = out / "checkpoint.pt"
+    if tracker is not None:
+        # peek at the checkpoint for the run id so a resumed job continues its own MLflow run
+        resume_id = _checkpoint_run_id(checkpoint, key)
+        extra["run_id"] = tracker.start(spec.tags(), params, resume_run_id=resume_id)
+    try:
+        result = train(model, mask, recipe, train_loader, test_loader, generator=seeded_generator(seeds["mask_seed"]),
+                       topology=topology, topology_options=topology_options, checkpoint=checkpoint,
+                       checkpoint_key=key, extra_state=extra, on_epoch=on_epoch, log=log)
+    except BaseException:
+        if tracker is not None:
+            tracker.finish("FAILED")
+        raise
+    if tracker is not None and result.resumed_from:
+        for row in result.history[: result.resumed_from]:
+            tracker.log_epoch(row, step=row["epoch"])  # epochs a killed job had not logged yet
+
+    final_mask = result.mask
+    final_mask.meta.update(mask.meta, density=final_mask.density, topology=topology)
+    final_mask.save(out / "mask.pt")
+    atomic_save(model.state_dict(), out / "model.pt")
+    structure = _structure_summary(model, final_mask, ds.input_shape)
+    if recorder is not None:
+        structure["history"] = recorder.finish(final_mask)
+    write_json(out / "structure.json", structure)
+    metrics = {
+        "spec": spec.tags(), "final_test_acc": result.final["test_acc"], "best_test_acc": result.best_test_acc,
+        "final_train_loss": result.final["train_loss"], "final_test_loss": result.final["test_loss"],
+        "density": final_mask.density, "epochs": recipe.epochs, "history": result.history,
+        "seeds": seeds, "topology": topology,
+    }
+    write_json(out / "metrics.json", metrics)
+    if tracker is not None:
+        tracker.log_summary({"final_test_acc": metrics["final_test_acc"], "best_test_acc": metrics["best_test_acc"]})
+        tracker.log_artifacts([out / "metrics.json", out / "structure.json"])
+        tracker.finish("FINISHED")
+    checkpoint.unlink(missing_ok=True)
+    return result
+
+
+def _tracker(spec: RunSpec, uri: str | None) -> Any:
+    if not uri:
+        return None
+    from .tracking import RunTracker
+
+    return RunTracker(uri, spec.study, spec.name)
+
+
+def _checkpoint_run_id(path: Path, key: str) -> str | None:
+    if not path.exists():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    return state.get("extra", {}).get("run_id") if state.get("key") == key else None
+
+
+class StructureRecorder:
+    """Per-epoch structure of a dynamic run: in-degrees, overlap with the previous and the final mask.
+
+    Its state lives in the checkpoint's extra state, and each epoch's mask is saved bit-packed, so a
+    resumed run keeps its whole record.
+    """
+
+    def __init__(self, folder: Path, state: dict[str, Any]) -> None:
+        self.folder, self.state = folder, state
+        state.setdefault("records", [])
+
+    def record(self, epoch: int, mask: Mask) -> float:
+        from .structure import in_degrees, overlap
+
+        prev = self._load(epoch - 1)
+        ov = overlap(prev, mask)["fraction_kept"] if prev is not None else float("nan")
+        degrees = {k: [v.tolist() for v in pair] for k, pair in in_degrees(mask).items()}
+        self.state["records"].append({"epoch": epoch, "overlap_prev": ov, "in_degree": degrees})
+        self._save(epoch, mask)
+        return ov
+
+    def finish(self, final: Mask) -> list[dict[str, Any]]:
+        from .structure import overlap
+
+        for rec in self.state["records"]:
+            rec["overlap_final"] = overlap(self._load(rec["epoch"]), final)["fraction_kept"]
+        shutil.rmtree(self.folder, ignore_errors=True)  # large at paper scale; the record says it all
+        return self.state["records"]
+
+    def _save(self, epoch: int, mask: Mask) -> None:
+        packed = {k: np.packbits(v.cpu().numpy().ravel()) for k, v in mask.items()}
+        atomic_save({"packed": packed, "shapes": {k: tuple(v.shape) for k, v in mask.items()}},
+                    self.folder / f"e{epoch:04d}.pt")
+
+    def _load(self, epoch: int) -> Mask | None:
+        path = self.folder / f"e{epoch:04d}.pt"
+        if not path.exists():
+            return None
+        blob = torch.load(path, weights_only=False)
+        return Mask({k: torch.from_numpy(np.unpackbits(p)[: int(np.prod(blob["shapes"][k]))].reshape(blob["shapes"][k])
+                                         .astype(bool)) for k, p in blob["packed"].items()})
+
+
+def _structure_summary(model: torch.nn.Module, mask: Mask, input_shape: tuple[int, int, int]) -> dict[str, Any]:
+    from .structure import layer_table, summary
+
+    return {"summary": summary(model, mask, input_shape), "layers": layer_table(model, mask)}
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=1, default=_json_default))
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write atomically: a reader (or a killed job) never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, torch.Tensor):
+        return o.tolist()
+    if isinstance(o, (np.integer, np.floating)):
+        return o.item()
+    raise TypeError(f"cannot serialise {type(o).__name__}")

@@ -1,0 +1,86 @@
+"""Pruning at initialisation: every method builds a Mask from a freshly initialised model.
+
+One signature for all: `build(model, density, inputs) -> Mask`. Methods register themselves by
+name; `build_mask` is the only entry point the rest of the package uses.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+
+from ..masks import Mask, check_density
+
+
+@dataclass
+class PruneInputs:
+    """What a method may use besides the model and the density."""
+
+    generator: torch.Generator  # the mask seed's stream: every random choice draws from it
+    num_classes: int
+    input_shape: tuple[int, int, int]
+    # n -> (x, y): n training images (normalised, on the model's device) drawn with `generator`
+    batches: Callable[[int], tuple[Tensor, Tensor]] | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # method knobs from config
+
+
+Builder = Callable[[nn.Module, float, PruneInputs], Mask]
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    build: Builder
+    needs_data: bool = False  # reads training images (snip, grasp)
+    fresh_weights: bool = False  # train from a new init, not the one the mask was built on
+
+
+METHODS: dict[str, Method] = {}
+_MODULES = ["random", "magnitude", "snip", "grasp", "synflow", "phew"]
+
+
+def register(name: str, *, needs_data: bool = False, fresh_weights: bool = False) -> Callable[[Builder], Builder]:
+    def deco(fn: Builder) -> Builder:
+        METHODS[name] = Method(name, fn, needs_data, fresh_weights)
+        return fn
+
+    return deco
+
+
+def _load_all() -> None:
+    for mod in _MODULES:
+        try:
+            importlib.import_module(f"{__name__}.{mod}")
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.{mod}":
+                raise
+
+
+def get_method(name: str) -> Method:
+    _load_all()
+    if name not in METHODS:
+        raise ValueError(f"unknown pruning method {name!r}; known methods: {', '.join(sorted(METHODS))}")
+    return METHODS[name]
+
+
+def build_mask(method: str, model: nn.Module, density: float, inputs: PruneInputs) -> Mask:
+    """Build `method`'s mask for `model` at global `density`; the model's weights are left unchanged."""
+    check_density(density)
+    m = get_method(method)
+    if m.needs_data and inputs.batches is None:
+        raise ValueError(f"pruning method {method!r} needs training data, but none was given")
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    was_training = model.training
+    try:
+        mask = m.build(model, float(density), inputs)
+    finally:
+        model.load_state_dict(state)
+        model.train(was_training)
+    mask.meta.update(method=method, density=float(density), fresh_weights=m.fresh_weights)
+    return mask
+
+
+__all__ = ["METHODS", "Method", "PruneInputs", "build_mask", "get_method", "register"]

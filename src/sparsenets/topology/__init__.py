@@ -1,0 +1,115 @@
+"""How the structure moves during training: one small interface the one training loop calls.
+
+The loop, per step:   before_forward(step) -> forward/backward -> before_step(step)
+                      -> optimizer.step() -> after_step(step)
+and per epoch:        end_epoch(epoch) -> evaluation inside `evaluating()`.
+`mask` is always the structure in force (for DNW: the current top-k of |w|).
+"""
+from __future__ import annotations
+
+import importlib
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import nn
+
+from ..masks import Mask, prunable
+
+
+@dataclass
+class Schedule:
+    """What a topology may need to know about the run."""
+
+    steps_per_epoch: int
+    epochs: int
+    generator: torch.Generator  # the mask seed's stream, for any random structural choice
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.epochs
+
+
+class Topology:
+    """Static sparse training: the mask never changes; pruned weights and their momentum stay 0."""
+
+    name = "static"
+
+    def __init__(self, model: nn.Module, mask: Mask, optimizer: torch.optim.Optimizer, schedule: Schedule,
+                 **options: Any) -> None:
+        self.model, self.optimizer, self.schedule, self.options = model, optimizer, schedule, options
+        self.weights = prunable(model)
+        self.mask = mask
+        self.mask.check_model(model)
+
+    @property
+    def mask(self) -> Mask:
+        return self._mask
+
+    @mask.setter
+    def mask(self, mask: Mask) -> None:
+        device = next(iter(self.weights.values())).device
+        self._mask = mask.to(device)
+        self._names = list(self._mask)
+        self._params = [self.weights[k] for k in self._names]
+        self._factors = [self._mask[k].to(self.weights[k].dtype) for k in self._names]
+
+    def before_forward(self, step: int) -> None:
+        pass
+
+    @torch.no_grad()
+    def before_step(self, step: int) -> None:
+        """Masked gradients keep the momentum of pruned weights at exactly zero."""
+        grads = [p.grad for p in self._params]
+        if all(g is not None for g in grads):
+            torch._foreach_mul_(grads, self._factors)
+
+    @torch.no_grad()
+    def after_step(self, step: int) -> None:
+        torch._foreach_mul_(self._params, self._factors)
+        bufs = [self.optimizer.state.get(p, {}).get("momentum_buffer") for p in self._params]
+        if all(b is not None for b in bufs):
+            torch._foreach_mul_(bufs, self._factors)
+
+    def end_epoch(self, epoch: int) -> None:
+        pass
+
+    @contextmanager
+    def evaluating(self) -> Iterator[None]:
+        yield
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"mask": {k: v.cpu() for k, v in self.mask.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.mask = Mask(state["mask"], self.mask.meta)
+
+
+TOPOLOGIES: dict[str, Callable[..., Topology]] = {"static": Topology}
+_MODULES = ["dnw", "rigl"]
+
+
+def register(name: str) -> Callable[[type[Topology]], type[Topology]]:
+    def deco(cls: type[Topology]) -> type[Topology]:
+        cls.name = name
+        TOPOLOGIES[name] = cls
+        return cls
+
+    return deco
+
+
+def make_topology(name: str, model: nn.Module, mask: Mask, optimizer: torch.optim.Optimizer, schedule: Schedule,
+                  **options: Any) -> Topology:
+    for mod in _MODULES:
+        try:
+            importlib.import_module(f"{__name__}.{mod}")
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.{mod}":
+                raise
+    if name not in TOPOLOGIES:
+        raise ValueError(f"unknown topology {name!r}; known: {', '.join(sorted(TOPOLOGIES))}")
+    return TOPOLOGIES[name](model, mask, optimizer, schedule, **options)
+
+
+__all__ = ["Schedule", "Topology", "TOPOLOGIES", "make_topology", "register"]

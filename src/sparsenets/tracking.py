@@ -1,0 +1,158 @@
+"""MLflow bookkeeping; the only module that imports mlflow.
+
+One experiment per study, one run per training job. A job's run is found again by its `job` tag, so
+a rerun continues (after a resume) or replaces (after a fresh start) its own run: never two runs.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, TypeVar
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+URI_ENV = "SPARSENETS_TRACKING_URI"
+COMMIT_ENV = "SPARSENETS_GIT_COMMIT"
+T = TypeVar("T")
+
+
+def default_uri(results_dir: str | os.PathLike) -> str:
+    """An absolute SQLite URI: relative ones resolve against each job's working directory."""
+    return f"sqlite:///{Path(results_dir).resolve() / 'mlflow.db'}"
+
+
+def resolve_uri(configured: str | None, results_dir: str | os.PathLike) -> str:
+    return os.environ.get(URI_ENV) or configured or default_uri(results_dir)
+
+
+def git_commit(cwd: str | os.PathLike | None = None) -> str:
+    if os.environ.get(COMMIT_ENV):
+        return os.environ[COMMIT_ENV]
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _retry(fn: Callable[[], T], attempts: int = 8) -> T:
+    """SQLite answers 'database is locked' under many writers: back off and try again."""
+    for i in range(attempts):
+        try:
+            return fn()
+        except MlflowException as e:
+            if "database is locked" not in str(e) or i == attempts - 1:
+                raise
+            time.sleep(0.5 * 2**i)
+    raise AssertionError("unreachable")
+
+
+def _artifact_root(uri: str) -> str | None:
+    """Artifacts beside a SQLite store; a server decides its own artifact root."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
+    return None
+
+
+def init_store(uri: str, experiments: list[str]) -> None:
+    """Create the store (schema migration) and every experiment once, before jobs fan out."""
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    client = MlflowClient(uri)
+    try:
+        for name in experiments:
+            if client.get_experiment_by_name(name) is None:
+                client.create_experiment(name, artifact_location=_artifact_root(uri))
+    except MlflowException as e:
+        raise RuntimeError(f"cannot use the MLflow tracking store {uri}: {e}") from e
+    except Exception as e:  # noqa: BLE001 - connection errors come in many types
+        raise RuntimeError(f"cannot reach the MLflow tracking store {uri} ({type(e).__name__}: {e}); "
+                           f"check tracking.uri in config.yaml or ${URI_ENV}") from e
+
+
+class RunTracker:
+    """The MLflow run of one job."""
+
+    def __init__(self, uri: str, experiment: str, job: str) -> None:
+        self.client = MlflowClient(uri)
+        self.uri, self.job = uri, job
+        exp = _retry(lambda: self.client.get_experiment_by_name(experiment))
+        if exp is None:
+            exp_id = _retry(lambda: self.client.create_experiment(experiment, artifact_location=_artifact_root(uri)))
+        else:
+            exp_id = exp.experiment_id
+        self.experiment_id = exp_id
+        self.run_id: str | None = None
+        self.last_step = 0
+
+    def start(self, tags: Mapping[str, Any], params: Mapping[str, Any], resume_run_id: str | None = None) -> str:
+        """Continue `resume_run_id` if it is alive; else replace every earlier run of this job."""
+        if resume_run_id and self._alive(resume_run_id):
+            self.run_id = resume_run_id
+            _retry(lambda: self.client.update_run(resume_run_id, status="RUNNING"))
+            history = _retry(lambda: self.client.get_metric_history(resume_run_id, "test_acc"))
+            self.last_step = max((m.step for m in history), default=0)
+            return resume_run_id
+        for old in self._runs_of_job():
+            _retry(lambda: self.client.delete_run(old))
+        all_tags = {"job": self.job, "mlflow.runName": self.job, **{k: str(v) for k, v in tags.items()}}
+        run = _retry(lambda: self.client.create_run(self.experiment_id, run_name=self.job,
+                                                    tags=all_tags))
+        self.run_id = run.info.run_id
+        plist = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        for i in range(0, len(plist), 100):
+            _retry(lambda: self.client.log_batch(self.run_id, params=plist[i:i + 100]))
+        self.last_step = 0
+        return self.run_id
+
+    def log_epoch(self, row: Mapping[str, Any], step: int) -> None:
+        """One batch per epoch (many writers locking SQLite per value fail; batches do not)."""
+        if step <= self.last_step:
+            return
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, float(v), now, step) for k, v in row.items() if k != "epoch" and _is_number(v)]
+        _retry(lambda: self.client.log_batch(self.run_id, metrics=metrics))
+        self.last_step = step
+
+    def log_summary(self, values: Mapping[str, float], tags: Mapping[str, Any] | None = None) -> None:
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, float(v), now, 0) for k, v in values.items()]
+        rtags = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+        _retry(lambda: self.client.log_batch(self.run_id, metrics=metrics, tags=rtags))
+
+    def log_artifacts(self, paths: list[str | os.PathLike]) -> None:
+        for p in paths:
+            _retry(lambda: self.client.log_artifact(self.run_id, str(p)))
+
+    def finish(self, status: str = "FINISHED") -> None:
+        if self.run_id is not None:
+            _retry(lambda: self.client.set_terminated(self.run_id, status=status))
+
+    def _alive(self, run_id: str) -> bool:
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException:
+            return False
+        return run.info.lifecycle_stage == "active" and run.data.tags.get("job") == self.job
+
+    def _runs_of_job(self) -> list[str]:
+        runs = _retry(lambda: self.client.search_runs([self.experiment_id], f"tags.job = '{self.job}'"))
+        return [r.info.run_id for r in runs]
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def runs_of(uri: str, experiment: str) -> list[Any]:
+    """Every active run of an experiment (for tests and summaries)."""
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    return [] if exp is None else client.search_runs([exp.experiment_id], max_results=50000)
+
+
+__all__ = ["RunTracker", "default_uri", "git_commit", "init_store", "resolve_uri", "runs_of"]

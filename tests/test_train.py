@@ -1,0 +1,123 @@
+import json
+
+import pytest
+import torch
+
+from sparsenets import data
+from sparsenets.experiments import RunSpec, derive_seeds, run_training
+from sparsenets.masks import Mask, prunable
+from sparsenets.models import build_model
+from sparsenets.pruning import PruneInputs, build_mask
+from sparsenets.train import NumericalError, Recipe, seeded_generator, train
+
+RECIPE = Recipe(epochs=3, batch_size=64, lr=0.05, milestones=(2,), augment=False)
+
+
+def _setup(digits_npz, model_name="convnet", density=0.1, seed=0):
+    ds = data.load(digits_npz)
+    model = build_model(model_name, ds.num_classes, ds.input_shape, seed=seed)
+    inputs = PruneInputs(seeded_generator(seed), ds.num_classes, ds.input_shape)
+    mask = build_mask("random", model, density, inputs)
+    kw = dict(batch_size=RECIPE.batch_size, device="cpu", mean=ds.mean, std=ds.std)
+    loaders = (data.DeviceLoader(ds.x_train, ds.y_train, train=True, seed=seed, augment=False, **kw),
+               data.DeviceLoader(ds.x_test, ds.y_test, train=False, seed=0, **kw))
+    return model, mask, loaders
+
+
+def test_pruned_weights_and_momentum_stay_exactly_zero(digits_npz):
+    model, mask, (tr, te) = _setup(digits_npz)
+    seen = []
+
+    def check(row, topo):
+        for k, w in prunable(model).items():
+            assert torch.all(w[~mask[k]] == 0)
+            buf = topo.optimizer.state[w]["momentum_buffer"]
+            assert torch.all(buf[~mask[k]] == 0)
+        seen.append(row["epoch"])
+
+    result = train(model, mask, RECIPE, tr, te, generator=seeded_generator(0), on_epoch=check, log=lambda m: None)
+    assert seen == [1, 2, 3]
+    assert result.mask.density == pytest.approx(0.1, abs=1e-4)
+    assert result.history[-1]["lr"] == pytest.approx(0.005)
+    assert result.history[-1]["test_acc"] > 0.3  # it learns
+
+
+def test_resume_is_bit_identical(digits_npz, tmp_path):
+    model, mask, (tr, te) = _setup(digits_npz)
+    full = train(model, mask, RECIPE, tr, te, generator=seeded_generator(0), log=lambda m: None)
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(row, topo):
+        if row["epoch"] == 2:
+            raise Stop
+
+    ckpt = tmp_path / "ckpt.pt"
+    model, mask, (tr, te) = _setup(digits_npz)
+    with pytest.raises(Stop):
+        train(model, mask, RECIPE, tr, te, generator=seeded_generator(0), checkpoint=ckpt, checkpoint_key="k",
+              on_epoch=stop_after_two, log=lambda m: None)
+    model, mask, (tr, te) = _setup(digits_npz)
+    resumed = train(model, mask, RECIPE, tr, te, generator=seeded_generator(0), checkpoint=ckpt,
+                    checkpoint_key="k", log=lambda m: None)
+    assert resumed.resumed_from == 2
+    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    assert strip(resumed.history) == strip(full.history)
+
+
+def test_checkpoint_of_another_run_is_not_resumed(digits_npz, tmp_path):
+    ckpt = tmp_path / "ckpt.pt"
+    model, mask, (tr, te) = _setup(digits_npz)
+    train(model, mask, Recipe(epochs=1, batch_size=64, augment=False), tr, te, generator=seeded_generator(0),
+          checkpoint=ckpt, checkpoint_key="a", log=lambda m: None)
+    model, mask, (tr, te) = _setup(digits_npz)
+    result = train(model, mask, Recipe(epochs=1, batch_size=64, augment=False), tr, te,
+                   generator=seeded_generator(0), checkpoint=ckpt, checkpoint_key="b", log=lambda m: None)
+    assert result.resumed_from == 0
+
+
+def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(digits_npz, tmp_path):
+    model, mask, (tr, te) = _setup(digits_npz)
+    ckpt = tmp_path / "ckpt.pt"
+    recipe = Recipe(epochs=3, batch_size=64, lr=1e6, momentum=0.9, augment=False)
+    with pytest.raises(NumericalError, match="training loss is"):
+        train(model, mask, recipe, tr, te, generator=seeded_generator(0), checkpoint=ckpt, checkpoint_key="k",
+              log=lambda m: None)
+    if ckpt.exists():  # the last good epoch, never a NaN state
+        state = torch.load(ckpt, weights_only=False)
+        assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_run_training_writes_declared_files(digits_npz, tmp_path):
+    spec = RunSpec("phew", "digits", "mlp", "random", 0.2, 0)
+    ds = data.load(digits_npz)
+    seeds = derive_seeds(0)
+    model = build_model("mlp", ds.num_classes, ds.input_shape, seed=seeds["weight_seed"])
+    mask = build_mask("random", model, 0.2, PruneInputs(seeded_generator(seeds["mask_seed"]), 10, ds.input_shape))
+    mask.meta["model"] = "mlp"
+    mask.save(tmp_path / "mask_in.pt")
+    out = tmp_path / "run"
+    run_training(spec, Recipe(epochs=2, batch_size=64, augment=False), data_file=digits_npz,
+                 mask_file=tmp_path / "mask_in.pt", out_dir=out, log=lambda m: None)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"final_test_acc", "best_test_acc", "history", "seeds"} <= set(metrics)
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2]
+    assert set(metrics["history"][0]) >= {"epoch", "train_loss", "test_loss", "test_acc", "density", "lr", "seconds"}
+    assert metrics["best_test_acc"] >= metrics["final_test_acc"]
+    assert not (out / "checkpoint.pt").exists()
+    final = Mask.load(out / "mask.pt")
+    assert all(torch.equal(final[k], mask[k]) for k in mask)
+    state = torch.load(out / "model.pt", weights_only=True)
+    assert all(torch.all(state[k][~mask[k]] == 0) for k in mask)
+
+
+def test_seed_streams_are_distinct_and_stable():
+    a, b = derive_seeds(0), derive_seeds(1)
+    assert a == derive_seeds(0) and a != b
+    assert len(set(a.values())) == 4
+
+
+def test_recipe_rejects_unknown_keys():
+    with pytest.raises(ValueError, match="unknwn"):
+        Recipe.from_dict({"epochs": 1, "unknwn": 3})
