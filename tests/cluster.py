@@ -30,6 +30,8 @@ TRACKING_SCRIPT = REPO / "scripts" / "start_tracking_server.sh"
 STATE_ROOT = Path(tempfile.gettempdir())
 SLURM_PACKAGES = {"slurmctld": "slurm-wlm", "slurmd": "slurm-wlm", "sbatch": "slurm-wlm", "munged": "munge"}
 MEMORY_HEADROOM_MB = 1024
+SYSTEM_SLURM_CONF = Path("/etc/slurm/slurm.conf")
+CONFIGLESS_LINK = Path("/run/slurm/conf")
 
 
 # ---------------------------------------------------------------- packages and processes
@@ -122,7 +124,7 @@ def fresh_state_dir(name: str) -> Path:
     state = STATE_ROOT / name
     for pid_file in state.glob("*.pid"):
         pid = int(pid_file.read_text())
-        if str(state) in _cmdline(pid):  # else the pid was reused by an unrelated program
+        if pid_file.stem in _cmdline(pid):  # else the pid was reused by an unrelated program
             stop_group(pid)
     shutil.rmtree(state, ignore_errors=True)
     state.mkdir(parents=True)
@@ -202,6 +204,7 @@ SelectTypeParameters=CR_Core_Memory
 MpiDefault=none
 ReturnToService=2
 MinJobAge=300
+SlurmctldParameters=enable_configless
 MailProg=/bin/true
 NodeName={node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory_mb} State=UNKNOWN
 PartitionName=debug Nodes={node} Default=YES MaxTime=INFINITE State=UP
@@ -223,10 +226,14 @@ def node_state(env: dict[str, str], node: str) -> str:
 
 
 def start_slurm(services: Services) -> SlurmCluster:
-    """munged, slurmctld and slurmd in the foreground (so their pids are ours), waited on until idle."""
+    """munged, slurmctld and slurmd in the foreground (so their pids are ours), waited on until idle.
+
+    slurmd runs configless, as on many real clusters: it fetches slurm.conf from slurmctld and links
+    /run/slurm/conf to its copy. Jobs need that link, since the plugin's job step drops SLURM_CONF.
+    """
     state, node = services.state, socket.gethostname().split(".")[0]
-    conf, key = state / "slurm.conf", state / "munge.key"
-    conf.write_text(slurm_conf(state, node, os.cpu_count() or 1, usable_memory_mb(), (free_port(), free_port())))
+    conf, key, ctld_port = state / "slurm.conf", state / "munge.key", free_port()
+    conf.write_text(slurm_conf(state, node, os.cpu_count() or 1, usable_memory_mb(), (ctld_port, free_port())))
     for sub in ("ctld", "slurmd"):
         (state / sub).mkdir()
     subprocess.run([_which("mungekey"), "--create", f"--keyfile={key}"], check=True)
@@ -236,7 +243,8 @@ def start_slurm(services: Services) -> SlurmCluster:
                               f"--pid-file={state}/munged.daemon-pid", f"--seed-file={state}/munged.seed"])
     services.wait_until(lambda: (state / "munge.socket").exists(), 30, "munged socket")
     services.start("slurmctld", [_which("slurmctld"), "-D", "-i", "-f", str(conf)], env=env)
-    services.start("slurmd", [_which("slurmd"), "-D", "-N", node, "-f", str(conf)], env=env)
+    services.start("slurmd", [_which("slurmd"), "-D", "-N", node, "--conf-server", f"127.0.0.1:{ctld_port}"],
+                   env={k: v for k, v in env.items() if k != "SLURM_CONF"})
     services.wait_until(lambda: node_state(env, node) == "idle", 60, f"SLURM node {node} idle")
     return SlurmCluster(env=env, conf=conf, partition="debug", node=node)
 
@@ -246,9 +254,12 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
     """A real single-node SLURM cluster for the session, configured through SLURM_CONF only."""
     if os.geteuid() != 0:
         pytest.skip("slurmd must run as root to launch jobs")
+    if SYSTEM_SLURM_CONF.exists():
+        raise RuntimeError(f"{SYSTEM_SLURM_CONF} exists: jobs would read it instead of the test cluster's config")
     ensure_debian_packages(SLURM_PACKAGES)
     with Services("sparsenets-slurm") as services:
         yield start_slurm(services)
+        CONFIGLESS_LINK.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------- PostgreSQL and MLflow

@@ -80,7 +80,7 @@ def cmd_structure(a: argparse.Namespace) -> None:
         raise SystemExit(f"error: mask file {a.mask} has no {', '.join(missing)} in its metadata")
     model = build_model(meta["model"], meta["num_classes"], tuple(meta["input_shape"]), seed=meta.get("weight_seed"))
     mask.check_model(model, source=f"mask file {a.mask}")
-    rows, totals = layer_table(model, mask), summary(model, mask, tuple(meta["input_shape"]))
+    rows, totals = layer_table(model, mask, tuple(meta["input_shape"])), summary(model, mask, tuple(meta["input_shape"]))
     if a.json:
         print(json.dumps({"meta": {k: v for k, v in meta.items()}, "summary": totals, "layers": rows}, indent=1,
                          default=str))

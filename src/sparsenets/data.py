@@ -295,14 +295,13 @@ class Dataset:
     @functools.cached_property
     def _moments(self) -> tuple[np.ndarray, np.ndarray]:
         # a 256-bin histogram per channel gives exact moments without a float copy of the images
-        values = np.arange(256) / 255
-        mean, std = [], []
-        for c in range(self.x_train.shape[-1]):
-            counts = np.bincount(self.x_train[..., c].ravel(), minlength=256)
-            m = counts @ values / counts.sum()
-            mean.append(m)
-            std.append(np.sqrt(counts @ (values - m) ** 2 / counts.sum()))
-        return np.array(mean, np.float32), np.array(std, np.float32)
+        pixels = torch.from_numpy(self.x_train).reshape(-1, self.x_train.shape[-1])
+        counts = torch.stack([torch.bincount(pixels[:, c], minlength=256) for c in range(pixels.shape[1])])
+        p = counts.double() / len(pixels)
+        values = torch.arange(256, dtype=torch.float64) / 255
+        mean = p @ values
+        std = (p * (values - mean[:, None]) ** 2).sum(1).sqrt()
+        return mean.float().numpy(), std.float().numpy()
 
     @property
     def mean(self) -> np.ndarray:
@@ -353,9 +352,16 @@ def _check(a: Arrays, source: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------- serving
-def _normalise(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
-    """uint8 NHWC -> float32 NCHW with per-channel mean/std (given in [0, 1] units)."""
-    return (x.permute(0, 3, 1, 2).float() / 255 - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+def _standardiser(mean: Sequence[float], std: Sequence[float], device: torch.device | str) -> tuple[Tensor, Tensor]:
+    """(scale, shift) such that x * scale + shift == (x / 255 - mean) / std, broadcasting over NCHW."""
+    mean, std = (torch.as_tensor(v, dtype=torch.float32, device=device).view(1, -1, 1, 1) for v in (mean, std))
+    return 1 / (255 * std), -mean / std
+
+
+def _normalise(x: Tensor, scale: Tensor, shift: Tensor, channels_last: bool = False) -> Tensor:
+    """uint8 NHWC -> standardised float32 NCHW in one pass; any layout change moves bytes, not floats."""
+    x = x.permute(0, 3, 1, 2)  # NHWC storage under an NCHW view is channels_last already
+    return torch.addcmul(shift, (x if channels_last else x.contiguous()).float(), scale)
 
 
 def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -386,8 +392,7 @@ class DeviceLoader:
             raise ValueError(f"batch_size {batch_size} does not fit a training split of {len(x)} images")
         self.x = torch.from_numpy(np.ascontiguousarray(x)).to(device)
         self.y = torch.from_numpy(np.asarray(y, np.int64)).to(device)
-        self.mean = torch.as_tensor(mean, dtype=torch.float32, device=device)
-        self.std = torch.as_tensor(std, dtype=torch.float32, device=device)
+        self.scale, self.shift = _standardiser(mean, std, device)
         self.batch_size, self.train, self.seed = batch_size, train, seed
         self.augment, self.pad, self.channels_last = augment, pad, channels_last
 
@@ -425,8 +430,7 @@ class DeviceLoader:
         return padded[torch.arange(n, device=x.device)[:, None, None], ys[:, :, None], xs[:, None, :]]
 
     def _out(self, x: Tensor) -> Tensor:
-        out = _normalise(x, self.mean, self.std)  # NHWC storage under an NCHW view: channels_last already
-        return out if self.channels_last else out.contiguous()
+        return _normalise(x, self.scale, self.shift, self.channels_last)
 
 
 def sample_batch(ds: Dataset, n: int, generator: torch.Generator, device: torch.device | str) -> tuple[Tensor, Tensor]:
@@ -435,5 +439,4 @@ def sample_batch(ds: Dataset, n: int, generator: torch.Generator, device: torch.
         raise ValueError(f"cannot draw {n} images from a training split of {len(ds.x_train)}")
     idx = torch.randperm(len(ds.x_train), generator=generator, device=generator.device)[:n].cpu().numpy()
     x = torch.from_numpy(ds.x_train[idx]).to(device)
-    mean, std = (torch.as_tensor(v, dtype=torch.float32, device=device) for v in (ds.mean, ds.std))
-    return _normalise(x, mean, std), torch.from_numpy(ds.y_train[idx]).to(device)
+    return _normalise(x, *_standardiser(ds.mean, ds.std, device)), torch.from_numpy(ds.y_train[idx]).to(device)

@@ -226,7 +226,7 @@ class StructureRecorder:
 def _structure_summary(model: torch.nn.Module, mask: Mask, input_shape: tuple[int, int, int]) -> dict[str, Any]:
     from .structure import layer_table, summary
 
-    return {"summary": summary(model, mask, input_shape), "layers": layer_table(model, mask)}
+    return {"summary": summary(model, mask, input_shape), "layers": layer_table(model, mask, input_shape)}
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

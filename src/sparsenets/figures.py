@@ -87,3 +87,58 @@ def _one_legend(fig: plt.Figure, axes: list[plt.Axes]) -> None:
             ax.get_legend().remove()
     fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     fig.tight_layout()
+
+
+def _nearest(df: pd.DataFrame, density: float | None) -> tuple[pd.DataFrame, float]:
+    """Rows at the configured density (or the lowest one present), matched to 4 significant digits."""
+    densities = sorted(df["density"].unique())
+    target = min(densities) if density is None else min(densities, key=lambda d: abs(d - density))
+    return df[df["density"] == target], target
+
+
+@figure("layer_widths")
+def layer_widths(layers: pd.DataFrame, density: float | None = None) -> plt.Figure:
+    """Per-layer width (units with kept inputs and outputs, as a fraction of the layer's units) per method:
+    SynFlow-L2's bottlenecks against PHEW's wide layers (PHEW Fig. 4)."""
+    layers, target = _nearest(layers, density)
+    key, panels = _facets(layers)
+    fig, axes = _panel_grid(len(panels), width=6)
+    palette = _method_palette(list(layers["method"].unique()))
+    for ax, panel in zip(axes, panels):
+        sns.lineplot(data=layers[key == panel], x="layer_index", y="width_ratio", hue="method", palette=palette,
+                     errorbar="sd", marker="o", ax=ax)
+        ax.set(title=f"{panel}, density {target:.4g}", xlabel="prunable layer (input → output)",
+               ylabel="width (fraction of units alive)", ylim=(0, 1.05))
+    _one_legend(fig, axes)
+    return fig
+
+
+@figure("path_kernel")
+def path_kernel(runs: pd.DataFrame) -> plt.Figure:
+    """Path-kernel trace of the initial mask against density per method, log-y (PHEW Fig. 3)."""
+    key, panels = _facets(runs)
+    fig, axes = _panel_grid(len(panels))
+    palette = _method_palette(list(runs["method"].unique()))
+    for ax, panel in zip(axes, panels):
+        sns.lineplot(data=runs[key == panel], x="density", y="path_kernel_trace", hue="method", palette=palette,
+                     errorbar="sd", marker="o", ax=ax)
+        ax.set(xscale="log", yscale="log", title=panel, xlabel="density", ylabel="path-kernel trace Tr(Π)")
+        ax.invert_xaxis()
+    _one_legend(fig, axes)
+    return fig
+
+
+@figure("train_loss")
+def train_loss(epochs: pd.DataFrame, density: float | None = None, first: int = 20) -> plt.Figure:
+    """Training loss over the first epochs per method at one density: who converges fastest (PHEW Fig. 5)."""
+    epochs, target = _nearest(epochs, density)
+    epochs = epochs[epochs["epoch"] <= first]
+    key, panels = _facets(epochs)
+    fig, axes = _panel_grid(len(panels))
+    palette = _method_palette(list(epochs["method"].unique()))
+    for ax, panel in zip(axes, panels):
+        sns.lineplot(data=epochs[key == panel], x="epoch", y="train_loss", hue="method", palette=palette,
+                     errorbar="sd", marker="o", ax=ax)
+        ax.set(title=f"{panel}, density {target:.4g}", xlabel="epoch", ylabel="training loss")
+    _one_legend(fig, axes)
+    return fig

@@ -99,7 +99,8 @@ class RunTracker:
             return resume_run_id
         for old in self._runs_of_job():
             _retry(lambda: self.client.delete_run(old))
-        all_tags = {"job": self.job, "mlflow.runName": self.job, **{k: str(v) for k, v in tags.items()}}
+        all_tags = {"job": self.job, "mlflow.runName": self.job, "git_commit": git_commit(),
+                    **{k: str(v) for k, v in tags.items()}}
         run = _retry(lambda: self.client.create_run(self.experiment_id, run_name=self.job,
                                                     tags=all_tags))
         self.run_id = run.info.run_id

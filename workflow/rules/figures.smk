@@ -2,6 +2,9 @@
 
 PHEW_FIGURES = {  # figure -> the tables it reads
     "accuracy_vs_density": ["runs"],
+    "layer_widths": ["layers"],
+    "path_kernel": ["runs"],
+    "train_loss": ["epochs"],
 }
 
 
@@ -16,7 +19,9 @@ rule phew_figure:
     wildcard_constraints:
         fig="|".join(PHEW_FIGURES),
     params:
-        options=lambda w: json.dumps({"density": STUDIES["phew"].get("width_density")} if w.fig == "layer_widths" else {}),
+        options=lambda w: json.dumps(
+            {"density": STUDIES["phew"].get("width_density")} if w.fig in ("layer_widths", "train_loss") else {}
+        ),
     shell:
         "{PY} -m sparsenets figure {wildcards.fig} --tables {input} --options '{params.options}' "
         "--out {output.png} {output.pdf} > {log} 2>&1"

@@ -39,20 +39,22 @@ class _Sampler:
 
 
 class _Layer:
-    """The three samplers of one weight tensor W (out, in, kernel...): A[i, j] = sum |W[i, j]|."""
+    """The unit samplers of one weight tensor W (out, in, kernel...), with A[i, j] = sum |W[i, j]|."""
 
     def __init__(self, weight: Tensor, offset: int) -> None:
-        w = weight.detach().abs().flatten(2) if weight.dim() > 2 else weight.detach().abs().unsqueeze(2)
+        w = weight.detach().abs().reshape(weight.shape[0], weight.shape[1], -1)
         a = w.sum(2)
-        self.forward = _Sampler(a.T)  # input unit j -> output unit i
+        self.forward = _Sampler(a.T.sqrt())  # input unit j -> output unit i
         self.backward = _Sampler(a)  # output unit i -> input unit j
-        self.kernel = _Sampler(w.flatten(0, 1))  # (i, j) -> kernel element
-        self.fan_in, self.ksize, self.offset = w.shape[1], w.shape[2], offset
+        self.kernels = w.flatten(0, 1)  # (i, j) -> |W[i, j]| flat
+        self.fan_in, self.offset = w.shape[1], offset
 
     def weight_id(self, i: Tensor, j: Tensor, u: Tensor) -> Tensor:
-        """The global id (offset + flat index) of a kernel element of W[i, j], drawn with uniforms u."""
+        """The global id (offset + flat index) of a kernel element of W[i, j], drawn with uniforms u.
+        Only the chosen kernels get a table: one per layer would cost 8 bytes a weight."""
         pair = i * self.fan_in + j
-        return self.offset + pair * self.ksize + self.kernel(pair, u)
+        element = _Sampler(self.kernels[pair])(torch.arange(len(pair), device=pair.device), u)
+        return self.offset + pair * self.kernels.shape[1] + element
 
 
 class _Random:
