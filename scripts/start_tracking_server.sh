@@ -9,7 +9,8 @@
 #   PGHOST, PGPORT       default 127.0.0.1 and 5432
 # The server is set by mlflow's own variables:
 #   MLFLOW_HOST          interface to bind, default 127.0.0.1; jobs on other nodes need the
-#                        address they reach this machine at (mlflow accepts private IPs by default)
+#                        address they reach this machine at (a private one is accepted as is,
+#                        others need MLFLOW_SERVER_ALLOWED_HOSTS)
 #   MLFLOW_PORT          default 5000
 #   MLFLOW_WORKERS       default 4
 #   MLFLOW_ARTIFACTS_DESTINATION  where uploaded artifacts are kept, default ./mlartifacts;

@@ -3,6 +3,7 @@
 Both come from Debian's packages (installed on first use when we are root), keep all their state in
 one fixed directory under the system temp dir, and are stopped by pid at teardown. The directory is
 fixed so that the next session finds the pid files of a crashed run and stops its daemons first.
+Outside it, only /etc/slurm/slurm.conf is touched: a link to our config while the cluster runs.
 Test modules use the fixtures with `from cluster import slurm_cluster, postgres_mlflow_server`.
 """
 
@@ -27,11 +28,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 TRACKING_SCRIPT = REPO / "scripts" / "start_tracking_server.sh"
-STATE_ROOT = Path(tempfile.gettempdir())
-SLURM_PACKAGES = {"slurmctld": "slurm-wlm", "slurmd": "slurm-wlm", "sbatch": "slurm-wlm", "munged": "munge"}
+SLURM_STATE = Path(tempfile.gettempdir()) / "sparsenets-slurm"
+MLFLOW_STATE = Path(tempfile.gettempdir()) / "sparsenets-mlflow"
+SLURM_PACKAGES = {"slurmctld": "slurm-wlm", "slurmd": "slurm-wlm", "sbatch": "slurm-wlm", "munged": "munge",
+                  "mungekey": "munge"}
 MEMORY_HEADROOM_MB = 1024
 SYSTEM_SLURM_CONF = Path("/etc/slurm/slurm.conf")
-CONFIGLESS_LINK = Path("/run/slurm/conf")
 
 
 # ---------------------------------------------------------------- packages and processes
@@ -47,12 +49,17 @@ def ensure_debian_packages(binaries: dict[str, str]) -> None:
     if not shutil.which("apt-get"):
         pytest.skip(f"needs Debian packages {missing}: not installed, and there is no apt-get")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    lock = ["-o", "DPkg::Lock::Timeout=600"]
-    for cmd in (["apt-get", *lock, "update", "-qq"],
-                ["apt-get", *lock, "install", "-y", "-qq", "--no-install-recommends", *missing]):
-        done = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True)
-        if done.returncode:
-            raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    lock = ["-o", "DPkg::Lock::Timeout=600"]  # other sessions on the machine may be installing too
+    run_checked(["apt-get", *lock, "update", "-qq"], env=env)
+    run_checked(["apt-get", *lock, "install", "-y", "-qq", "--no-install-recommends", *missing], env=env)
+
+
+def run_checked(cmd: list, **kwargs) -> None:
+    """Run a setup command; on failure, raise with its output, which is where the reason is."""
+    done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, **kwargs)
+    if done.returncode:
+        output = (done.stdout + done.stderr)[-2000:]
+        raise RuntimeError(f"{' '.join(map(str, cmd))} failed ({done.returncode}):\n{output}")
 
 
 def _which(exe: str) -> str | None:
@@ -83,8 +90,8 @@ class Daemon:
 class Services:
     """Daemons sharing one state directory; closing it stops them all, whatever failed midway."""
 
-    def __init__(self, name: str):
-        self.state = fresh_state_dir(name)
+    def __init__(self, state: Path):
+        self.state = fresh_state_dir(state)
         self.daemons: list[Daemon] = []
 
     def start(self, name: str, argv: list[str], **popen) -> Daemon:
@@ -119,9 +126,8 @@ class Services:
         shutil.rmtree(self.state, ignore_errors=True)
 
 
-def fresh_state_dir(name: str) -> Path:
-    """Stop the daemons a previous (possibly crashed) run left in STATE_ROOT/name, then empty it."""
-    state = STATE_ROOT / name
+def fresh_state_dir(state: Path) -> Path:
+    """Stop the daemons a previous (possibly crashed) run left in state, then empty it."""
     for pid_file in state.glob("*.pid"):
         pid = int(pid_file.read_text())
         if pid_file.stem in _cmdline(pid):  # else the pid was reused by an unrelated program
@@ -170,12 +176,10 @@ def _group_alive(pgid: int) -> bool:
 
 @dataclass(frozen=True)
 class SlurmCluster:
-    """What a client needs: `env` is a complete environment for snakemake/sbatch subprocesses."""
+    """What a client needs: `env` is a complete environment (SLURM_CONF, PATH) for snakemake and sbatch."""
 
     env: dict[str, str]
-    conf: Path
     partition: str
-    node: str
 
 
 def slurm_conf(state: Path, node: str, cpus: int, memory_mb: int, ports: tuple[int, int]) -> str:
@@ -204,7 +208,6 @@ SelectTypeParameters=CR_Core_Memory
 MpiDefault=none
 ReturnToService=2
 MinJobAge=300
-SlurmctldParameters=enable_configless
 MailProg=/bin/true
 NodeName={node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory_mb} State=UNKNOWN
 PartitionName=debug Nodes={node} Default=YES MaxTime=INFINITE State=UP
@@ -225,41 +228,52 @@ def node_state(env: dict[str, str], node: str) -> str:
     return done.stdout.strip()
 
 
-def start_slurm(services: Services) -> SlurmCluster:
-    """munged, slurmctld and slurmd in the foreground (so their pids are ours), waited on until idle.
+def link_system_conf(conf: Path) -> None:
+    """Link the default slurm.conf to ours: the plugin's job step drops SLURM_CONF before its srun."""
+    unlink_system_conf()
+    if SYSTEM_SLURM_CONF.exists() or SYSTEM_SLURM_CONF.is_symlink():
+        raise RuntimeError(f"{SYSTEM_SLURM_CONF} exists: jobs would read it instead of the test cluster's {conf}")
+    SYSTEM_SLURM_CONF.parent.mkdir(parents=True, exist_ok=True)
+    SYSTEM_SLURM_CONF.symlink_to(conf)
 
-    slurmd runs configless, as on many real clusters: it fetches slurm.conf from slurmctld and links
-    /run/slurm/conf to its copy. Jobs need that link, since the plugin's job step drops SLURM_CONF.
-    """
+
+def unlink_system_conf() -> None:
+    """Remove our link (maybe left by a crashed run), never a real cluster's slurm.conf."""
+    if SYSTEM_SLURM_CONF.is_symlink() and SYSTEM_SLURM_CONF.readlink().is_relative_to(SLURM_STATE):
+        SYSTEM_SLURM_CONF.unlink()
+
+
+def start_slurm(services: Services) -> SlurmCluster:
+    """munged, slurmctld and slurmd in the foreground (so their pids are ours), waited on until idle."""
     state, node = services.state, socket.gethostname().split(".")[0]
-    conf, key, ctld_port = state / "slurm.conf", state / "munge.key", free_port()
-    conf.write_text(slurm_conf(state, node, os.cpu_count() or 1, usable_memory_mb(), (ctld_port, free_port())))
+    conf, key = state / "slurm.conf", state / "munge.key"
+    conf.write_text(slurm_conf(state, node, os.cpu_count() or 1, usable_memory_mb(), (free_port(), free_port())))
+    link_system_conf(conf)
     for sub in ("ctld", "slurmd"):
         (state / sub).mkdir()
-    subprocess.run([_which("mungekey"), "--create", f"--keyfile={key}"], check=True)
+    run_checked([_which("mungekey"), "--create", f"--keyfile={key}"])
     path = os.pathsep.join([str(Path(sys.executable).parent), "/usr/sbin", os.environ.get("PATH", "/usr/bin:/bin")])
     env = {**os.environ, "SLURM_CONF": str(conf), "PATH": path}
     services.start("munged", [_which("munged"), "--foreground", f"--key-file={key}", f"--socket={state}/munge.socket",
                               f"--pid-file={state}/munged.daemon-pid", f"--seed-file={state}/munged.seed"])
     services.wait_until(lambda: (state / "munge.socket").exists(), 30, "munged socket")
-    services.start("slurmctld", [_which("slurmctld"), "-D", "-i", "-f", str(conf)], env=env)
-    services.start("slurmd", [_which("slurmd"), "-D", "-N", node, "--conf-server", f"127.0.0.1:{ctld_port}"],
-                   env={k: v for k, v in env.items() if k != "SLURM_CONF"})
+    services.start("slurmctld", [_which("slurmctld"), "-D", "-f", str(conf)], env=env)
+    services.start("slurmd", [_which("slurmd"), "-D", "-N", node, "-f", str(conf)], env=env)
     services.wait_until(lambda: node_state(env, node) == "idle", 60, f"SLURM node {node} idle")
-    return SlurmCluster(env=env, conf=conf, partition="debug", node=node)
+    return SlurmCluster(env=env, partition="debug")
 
 
 @pytest.fixture(scope="session")
 def slurm_cluster() -> Iterator[SlurmCluster]:
-    """A real single-node SLURM cluster for the session, configured through SLURM_CONF only."""
+    """A real single-node SLURM cluster for the session, its slurm.conf linked from the default path."""
     if os.geteuid() != 0:
         pytest.skip("slurmd must run as root to launch jobs")
-    if SYSTEM_SLURM_CONF.exists():
-        raise RuntimeError(f"{SYSTEM_SLURM_CONF} exists: jobs would read it instead of the test cluster's config")
     ensure_debian_packages(SLURM_PACKAGES)
-    with Services("sparsenets-slurm") as services:
-        yield start_slurm(services)
-        CONFIGLESS_LINK.unlink(missing_ok=True)
+    with Services(SLURM_STATE) as services:
+        try:
+            yield start_slurm(services)
+        finally:
+            unlink_system_conf()
 
 
 # ---------------------------------------------------------------- PostgreSQL and MLflow
@@ -290,12 +304,12 @@ def start_postgres(services: Services, password: str) -> dict[str, str]:
     if user:
         for path in (root, sock):
             shutil.chown(path, user, user)
-    subprocess.run([pg / "initdb", "-D", data, "-U", "postgres", "-E", "UTF8", "--auth-local=trust",
-                    "--auth-host=scram-sha-256", "--no-instructions"],
-                   user=user, check=True, capture_output=True, cwd=root)
+    run_checked([pg / "initdb", "-D", data, "-U", "postgres", "-E", "UTF8", "--auth-local=trust",
+                 "--auth-host=scram-sha-256", "--no-sync", "--no-instructions"], user=user, cwd=root)
     port = free_port()
-    services.start("postgres", [str(pg / "postgres"), "-D", str(data), "-p", str(port), "-c", "listen_addresses=127.0.0.1",
-                                "-c", f"unix_socket_directories={sock}"], user=user, cwd=root)
+    settings = {"listen_addresses": "127.0.0.1", "unix_socket_directories": sock, "fsync": "off"}  # throwaway data
+    options = [arg for key, value in settings.items() for arg in ("-c", f"{key}={value}")]
+    services.start("postgres", [str(pg / "postgres"), "-D", str(data), "-p", str(port), *options], user=user, cwd=root)
     services.wait_until(lambda: (sock / f".s.PGSQL.{port}").exists(), 30, "postgres socket")
     with closing(psycopg2.connect(host=str(sock), port=port, user="postgres", dbname="postgres")) as conn:
         conn.autocommit = True  # CREATE DATABASE cannot run in a transaction
@@ -317,7 +331,7 @@ def healthy(uri: str) -> bool:
 @pytest.fixture(scope="session")
 def postgres_mlflow_server() -> Iterator[str]:
     """An `mlflow server` on a throwaway PostgreSQL, started by the user-facing script; yields its URI."""
-    with Services("sparsenets-mlflow") as services:
+    with Services(MLFLOW_STATE) as services:
         libpq = start_postgres(services, secrets.token_urlsafe(24))
         port = free_port()
         path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "/usr/bin:/bin")])

@@ -49,7 +49,7 @@ def test_jobs_run_as_slurm_jobs(slurm_cluster: SlurmCluster, tmp_path: Path) -> 
 def test_failing_slurm_job_fails_the_workflow(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
     done = run_on_slurm(slurm_cluster, tmp_path, FAILING_JOB)
     assert done.returncode != 0
-    assert "Error in rule fail" in done.stderr, done.stderr[-3000:]
+    assert "SLURM status is: 'FAILED'" in done.stderr, done.stderr[-3000:]
     assert not (tmp_path / "never.txt").exists()
 
 

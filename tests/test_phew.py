@@ -99,9 +99,9 @@ def test_reinit_variant_builds_the_same_mask_and_asks_for_fresh_weights():
 
 
 def test_batch_size_does_not_change_the_kept_count_rule():
-    model = build_model("convnet", 10, SHAPE, seed=0)
+    model = build_model("resnet20", 10, SHAPE, seed=0)  # with tiny batches some branches get no walker
     for walkers in (2, 64, 5000):
-        mask = phew(model, 0.1, walkers=walkers)
+        mask = phew(model, 0.01, walkers=walkers)
         assert 0 <= mask.kept - mask.meta["budget"] < len(mask)
 
 

@@ -19,15 +19,6 @@ SGD = {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-4}
 Watch = Callable[[str, int], None]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared machine: extra threads only add contention (100x slower under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def setup(topology: str, arch: str = "convnet", density: float = 0.2, epochs: int = 4, sgd: dict = SGD, **options):
     """Model, optimizer and topology as the training loop builds them (the mask is applied after)."""
     model = build_model(arch, 10, SHAPE, seed=0)

@@ -90,7 +90,8 @@ def unit_graph(model: nn.Module, input_shape: Sequence[int]) -> UnitGraph:
             if name in units:
                 raise ValueError(f"unit graph: {kind} calls layer {node.target} more than once")
             units[name] = weights[name].shape[0]
-            edges += [_edge(src, name, weights[name].shape[1], units[src], skip) for src, skip in sources[node.args[0]].items()]
+            fan_in = weights[name].shape[1]
+            edges += [_edge(src, name, fan_in, units[src], skip) for src, skip in sources[node.args[0]].items()]
             sources[node] = {name: False}
         elif _is_add(node):
             merged: dict[str, bool] = {}
@@ -124,7 +125,9 @@ def _is_layer(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
 
 
 def _is_add(node: fx.Node) -> bool:
-    return (node.op == "call_function" and node.target in _ADD_FUNCTIONS) or (node.op == "call_method" and node.target == "add")
+    if node.op == "call_function":
+        return node.target in _ADD_FUNCTIONS
+    return node.op == "call_method" and node.target == "add"
 
 
 def _keeps_units(node: fx.Node, modules: dict[str, nn.Module]) -> bool:

@@ -2,7 +2,7 @@
 
 A walk's steps depend only on the initial weights, never on the mask, so we draw thousands of walks
 at once: the walkers of a batch move layer by layer in topological order, and every step is one
-inverse-CDF draw (a searchsorted on a precomputed cumulative table). The batch is then cut exactly
+inverse-CDF draw (a searchsorted on a cumulative table). The batch is then cut exactly
 where the one-walk-at-a-time algorithm stops: after the first walk (in walk order) whose new
 weights, those neither kept already nor kept by an earlier walk of the batch, reach the budget.
 Walk n is forward from input channel (n/2 mod C_in) if n is even, else backward from output class
@@ -29,7 +29,7 @@ class _Sampler:
         p = p.to(torch.float64)
         p = torch.where(p.sum(1, keepdim=True) > 0, p, torch.ones_like(p))
         cdf = p.cumsum(1)
-        cdf /= cdf[:, -1:].clone()  # each row ends at exactly 1, so row r spans (r, r + 1]
+        cdf = cdf / cdf[:, -1:]  # each row ends at exactly 1, so row r spans (r, r + 1]
         self.cols = p.shape[1]
         self.table = (cdf + torch.arange(p.shape[0], dtype=torch.float64, device=p.device)[:, None]).flatten()
 
@@ -44,7 +44,7 @@ class _Layer:
     def __init__(self, weight: Tensor, offset: int) -> None:
         w = weight.detach().abs().reshape(weight.shape[0], weight.shape[1], -1)
         a = w.sum(2)
-        self.forward = _Sampler(a.T.sqrt())  # input unit j -> output unit i
+        self.forward = _Sampler(a.T)  # input unit j -> output unit i
         self.backward = _Sampler(a)  # output unit i -> input unit j
         self.kernels = w.flatten(0, 1)  # (i, j) -> |W[i, j]| flat
         self.fan_in, self.offset = w.shape[1], offset
@@ -91,11 +91,11 @@ class Walker:
         arrived = {INPUT: [(torch.arange(len(starts), device=starts.device), starts)]}
         steps = []
         for name in [INPUT, *self.graph.layers]:
-            if name not in arrived:
+            edges = self.graph.consumers(name, walked=True)
+            if name not in arrived or not edges:  # no walker here, or the output
                 continue
             walk, unit = (torch.cat(t) for t in zip(*arrived.pop(name)))
-            edges = self.graph.consumers(name, walked=True)
-            branch = rand.index(len(edges), len(walk)) if edges else None
+            branch = rand.index(len(edges), len(walk))  # uniform: main path or 1x1 shortcut
             for b, e in enumerate(edges):
                 w, u = walk[branch == b], unit[branch == b]
                 j = u * e.spread + rand.index(e.spread, len(w))  # a flattened channel: any of its inputs
@@ -118,7 +118,7 @@ class Walker:
             j = layer.backward(i, rand.uniform(len(walk)))
             steps.append((walk, layer.weight_id(i, j, rand.uniform(len(walk)))))
             edges = self.graph.sources(name, walked=True)
-            branch = rand.index(len(edges), len(walk))
+            branch = rand.index(len(edges), len(walk))  # uniform: main path or 1x1 shortcut
             for b, e in enumerate(edges):
                 if e.src != INPUT:
                     sel = branch == b
@@ -149,7 +149,8 @@ def take_walks(kept: Tensor, walk: Tensor, ids: Tensor, walks: int, need: int) -
 @register("phew-reinit", fresh_weights=True)
 @register("phew")
 def phew(model: nn.Module, density: float, inputs: PruneInputs) -> Mask:
-    """Option `walkers`: walks per batch (memory/speed only; the rule of the result is the same)."""
+    """Option `walkers` (default 16384): walks drawn per batch. It trades memory for speed; the rule
+    and the distribution of the mask do not depend on it, but the draws (so the mask) do."""
     walker = Walker(model, inputs.input_shape)
     half = max(1, int(inputs.options.get("walkers", 16384)) // 2)
     device = next(iter(prunable(model).values())).device
@@ -158,13 +159,14 @@ def phew(model: nn.Module, density: float, inputs: PruneInputs) -> Mask:
     walks = count = 0
     channels, classes = walker.graph.units[INPUT], walker.graph.units[walker.graph.output]
     while count < budget:
-        first = walks // 2 + torch.arange(half, device=device)
-        fwalk, fids = walker.forward(first % channels, inputs.generator)
-        bwalk, bids = walker.backward(first % classes, inputs.generator)
+        k = walks // 2 + torch.arange(half, device=device)  # the batch's forward and backward walks are the k-th
+        fwalk, fids = walker.forward(k % channels, inputs.generator)
+        bwalk, bids = walker.backward(k % classes, inputs.generator)
         walk = torch.cat([2 * fwalk, 2 * bwalk + 1])  # interleaved: forward walks even, backward odd
         taken, added = take_walks(kept, walk, torch.cat([fids, bids]), 2 * half, budget - count)
         if added == 0:
-            raise RuntimeError(f"phew: {2 * half} walks added no weight at {count} of {budget}; the walks cannot reach this density")
+            raise RuntimeError(f"phew: {2 * half} walks added no weight at {count} of {budget} kept; "
+                               "the walks cannot reach this density")
         walks, count = walks + taken, count + added
     out, start = {}, 0
     for name, w in prunable(model).items():

@@ -37,39 +37,37 @@ def top_k(x: Tensor, k: int) -> Tensor:
 
 
 def flow_prune(model: nn.Module, density: float, inputs: PruneInputs, power: int) -> Mask:
-    """The SynFlow loop with φ = |θ|^power; thresholds only among live weights."""
+    """The SynFlow loop with φ = |θ|^power. Live weights are tracked as flat indices per layer, so
+    scoring and thresholding cost grows with the live count, not the layer size."""
     model.eval()
     iterations = int(inputs.options.get("iterations", 100))
-    device = next(model.parameters()).device
-    f64 = torch.float64
-    names = list(prunable(model))
-    magnitude = {k: model.get_parameter(k).detach().to(f64).abs() for k in names}
-    phi = {k: p.detach().to(f64).abs() ** power for k, p in model.named_parameters()}
+    weights = prunable(model)
+    device, f64 = next(iter(weights.values())).device, torch.float64
+    magnitude = [w.detach().to(f64).abs().flatten() for w in weights.values()]
+    params = {k: p.detach().to(f64).abs() ** power for k, p in model.named_parameters()}
+    leaves = [params[k].requires_grad_() for k in weights]
     buffers = {k: b.to(f64) if b.is_floating_point() else b for k, b in model.named_buffers()}
     ones = torch.ones(1, *inputs.input_shape, dtype=f64, device=device)
-    live = {k: torch.ones_like(magnitude[k], dtype=torch.bool) for k in names}
-    total = sum(m.numel() for m in live.values())
+    live = [torch.arange(w.numel(), device=device) for w in weights.values()]
+    total = sum(w.numel() for w in weights.values())
     for t in range(iterations):
-        leaves = {k: (phi[k] * live[k]).requires_grad_() for k in names}
-        flow = functional_call(model, ({**phi, **leaves}, buffers), (ones,)).sum()
+        flow = functional_call(model, (params, buffers), (ones,)).sum()
         if not torch.isfinite(flow):
             raise FloatingPointError(f"synflow: the flow R = {flow.item()} is not finite in float64")
-        grads = torch.autograd.grad(flow, list(leaves.values()))
-        scores = torch.cat([(g.abs() * magnitude[k])[live[k]] for k, g in zip(names, grads)])
-        keep = top_k(scores, keep_count(density ** ((t + 1) / iterations), total))
-        live = _scatter(live, keep)
-    return Mask(live)
+        grads = torch.autograd.grad(flow, leaves)
+        scores = torch.cat([torch.take(g, i).abs() * m[i] for g, m, i in zip(grads, magnitude, live)])
+        keep = top_k(scores, keep_count(density ** ((t + 1) / iterations), total)).split([len(i) for i in live])
+        with torch.no_grad():
+            for leaf, i, k in zip(leaves, live, keep):
+                leaf.view(-1)[i[~k]] = 0
+        live = [i[k] for i, k in zip(live, keep)]
+    return Mask({name: _dense(i, w) for (name, w), i in zip(weights.items(), live)})
 
 
-def _scatter(live: dict[str, Tensor], keep: Tensor) -> dict[str, Tensor]:
-    """The new live masks: `keep` holds one flag per currently live weight, in layer order."""
-    out, i = {}, 0
-    for k, m in live.items():
-        n = int(m.sum())
-        new = torch.zeros_like(m)
-        new[m] = keep[i : i + n]
-        out[k], i = new, i + n
-    return out
+def _dense(indices: Tensor, like: Tensor) -> Tensor:
+    keep = torch.zeros(like.numel(), dtype=torch.bool, device=like.device)
+    keep[indices] = True
+    return keep.view(like.shape)
 
 
 @register("synflow")

@@ -19,8 +19,8 @@ from . import Schedule, Topology, register
 @register("dnw")
 class DNW(Topology):
     """Top-k of |w| per layer at the initial mask's layer densities; `freeze_epoch` k fixes the
-    structure after k epochs (k = 0: static training on the given mask), which from then on is
-    exactly static masked training."""
+    structure after k epochs, from then on exactly static masked training (k = 0: static training on
+    the given mask, which is the initial top-k once the loop has applied it)."""
 
     def __init__(self, model: nn.Module, mask: Mask, optimizer: torch.optim.Optimizer, schedule: Schedule,
                  freeze_epoch: int | None = None) -> None:

@@ -54,10 +54,10 @@ class RigL(Topology):
         super().before_step(step)
 
     def after_step(self, step: int) -> None:
-        super().after_step(step)
         if self._grads is not None:
             self.mask = self._rewired(self.drop_fraction(step))
-            self._grads = None  # zeroes the dropped weights and their momentum
+            self._grads = None
+        super().after_step(step)  # zeroes the dropped weights and their momentum
 
     @torch.no_grad()
     def _rewired(self, fraction: float) -> Mask:
