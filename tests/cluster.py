@@ -121,7 +121,7 @@ class Services:
     def __exit__(self, *exc) -> None:
         """Stop in reverse start order (clients before their service), then drop the state."""
         for daemon in reversed(self.daemons):
-            t0 = time.monotonic(); stop_group(daemon.proc.pid); print("STOP", daemon.name, time.monotonic() - t0)
+            stop_group(daemon.proc.pid)
             daemon.proc.wait(timeout=5)
         shutil.rmtree(self.state, ignore_errors=True)
 

@@ -52,6 +52,40 @@ def cmd_mask(a: argparse.Namespace) -> None:
          f"(density {mask.density:.6f}) in {time.perf_counter() - t0:.2f}s -> {a.out}")
 
 
+def cmd_imp_mask(a: argparse.Namespace) -> None:
+    from .experiments import imp_mask
+
+    mask = imp_mask(a.run_dir, a.rate, a.out)
+    _log(f"IMP level {mask.meta['level']}: kept {mask.kept} of {mask.total} (density {mask.density:.6f}) -> {a.out}")
+
+
+def cmd_sensitivity(a: argparse.Namespace) -> None:
+    import torch
+
+    from .experiments import write_json
+    from .sensitivity import run_curve
+
+    torch.set_num_threads(a.threads)
+    curve = run_curve(a.run_dir, a.data, a.fractions, a.seed, a.device)
+    write_json(a.out, curve)
+    _log(f"{len(curve['rows'])} points of further pruning for {a.run_dir} -> {a.out}")
+
+
+def cmd_claims(a: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from .claims import build, write
+
+    def read(path: str | None) -> Any:
+        return pd.read_csv(path) if path else None
+
+    claims = build(read(a.phew_runs), read(a.phew_layers), read(a.dec_runs), read(a.dec_sensitivity),
+                   read(a.dec_overlap))
+    write(claims, a.md, a.csv)
+    for c in claims:
+        _log(f"{c['id']}: {c['verdict']}")
+
+
 def cmd_train(a: argparse.Namespace) -> None:
     import torch
 
@@ -113,10 +147,12 @@ def _write_csv(df: Any, path: str) -> None:
 def cmd_names(a: argparse.Namespace) -> None:
     from .data import DATASETS
     from .models import MODELS
-    from .pruning import METHODS, _load_all
+    from . import pruning, topology
 
-    _load_all()
-    print(json.dumps({"models": sorted(MODELS), "methods": sorted(METHODS), "datasets": sorted(DATASETS)}))
+    pruning.load_all()
+    topology.load_all()
+    print(json.dumps({"models": sorted(MODELS), "methods": sorted(pruning.METHODS), "datasets": sorted(DATASETS),
+                      "topologies": sorted(t for t in topology.TOPOLOGIES if t != "static")}))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,12 +189,33 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tracking-uri", default=None, help="MLflow URI (default: $SPARSENETS_TRACKING_URI; none: no tracking)")
     s.add_argument("--threads", type=int, default=1)
 
+    s = add("imp-mask", cmd_imp_mask, "the next IMP level: prune a fraction of a trained run's remaining weights")
+    s.add_argument("--run-dir", required=True)
+    s.add_argument("--rate", type=float, default=0.2)
+    s.add_argument("--out", required=True)
+
+    s = add("sensitivity", cmd_sensitivity, "prune a trained run further (by magnitude, at random) and evaluate")
+    s.add_argument("--run-dir", required=True)
+    s.add_argument("--data", required=True)
+    s.add_argument("--fractions", type=float, nargs="+", required=True)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default="auto")
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--out", required=True)
+
+    s = add("claims", cmd_claims, "judge the papers' claims from both studies' tables")
+    for t in ("phew-runs", "phew-layers", "dec-runs", "dec-sensitivity", "dec-overlap"):
+        s.add_argument(f"--{t}")
+    s.add_argument("--md", required=True)
+    s.add_argument("--csv", required=True)
+
     s = add("structure", cmd_structure, "print a mask's per-layer structure and totals")
     s.add_argument("mask")
     s.add_argument("--json", action="store_true")
 
     s = add("table", cmd_table, "collect run files into a tidy CSV (one row per run, run and epoch, or run and layer)")
-    s.add_argument("--kind", choices=["runs", "epochs", "layers"], default="runs")
+    s.add_argument("--kind", choices=["runs", "epochs", "layers", "sensitivity", "indegree", "overlap"],
+                   default="runs")
     s.add_argument("--out", required=True)
     s.add_argument("files", nargs="+", help="metrics.json (runs, epochs) or structure.json (layers) files")
 

@@ -85,6 +85,24 @@ def make_mask(model_name: str, dataset_file: str | os.PathLike, method: str, den
     return mask
 
 
+def imp_mask(run_dir: str | os.PathLike, rate: float, out: str | os.PathLike) -> Mask:
+    """The next IMP level: prune `rate` of the remaining weights of a trained run, globally by |w|."""
+    run = Path(run_dir)
+    mask = Mask.load(run / "mask.pt")
+    state = torch.load(run / "model.pt", map_location="cpu", weights_only=True)
+    missing = [k for k in mask if k not in state]
+    if missing:
+        raise ValueError(f"{run / 'model.pt'} does not fit {run / 'mask.pt'}: no weights for {missing[:3]}")
+    scores = {k: torch.where(m, state[k].abs().double(), -1.0) for k, m in mask.items()}
+    kept = mask.kept - int(round(rate * mask.kept))
+    new = Mask.top(scores, kept)
+    meta = {k: v for k, v in mask.meta.items() if k not in ("topology",)}
+    new.meta.update(meta, method="imp", density=new.density, fresh_weights=False,
+                    level=int(mask.meta.get("level", 0)) + 1, previous=str(run))
+    new.save(out)
+    return new
+
+
 def run_training(spec: RunSpec, recipe: Recipe, *, data_file: str | os.PathLike, mask_file: str | os.PathLike,
                  out_dir: str | os.PathLike, topology: str = "static", topology_options: dict[str, Any] | None = None,
                  tracking_uri: str | None = None, device: str = "auto", log: Log = print) -> Result:
@@ -154,7 +172,7 @@ def run_training(spec: RunSpec, recipe: Recipe, *, data_file: str | os.PathLike,
         "spec": spec.tags(), "final_test_acc": result.final["test_acc"], "best_test_acc": result.best_test_acc,
         "final_train_loss": result.final["train_loss"], "final_test_loss": result.final["test_loss"],
         "density": final_mask.density, "epochs": recipe.epochs, "history": result.history,
-        "seeds": seeds, "topology": topology,
+        "seeds": seeds, "topology": topology, "topology_options": topology_options or {},
     }
     write_json(out / "metrics.json", metrics)
     if tracker is not None:

@@ -52,8 +52,12 @@ class Mask(Mapping[str, Tensor]):
     def from_scores(cls, scores: Mapping[str, Tensor], density: float) -> "Mask":
         """Keep exactly round(density * total) entries with the highest scores, globally."""
         check_density(density)
+        return cls.top(scores, keep_count(density, sum(s.numel() for s in scores.values())))
+
+    @classmethod
+    def top(cls, scores: Mapping[str, Tensor], k: int) -> "Mask":
+        """Keep the `k` highest scores, globally."""
         flat = torch.cat([s.detach().flatten().to(torch.float64) for s in scores.values()])
-        k = keep_count(density, flat.numel())
         keep = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
         if k > 0:
             # a stable sort breaks ties by position, so the result is deterministic

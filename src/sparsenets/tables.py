@@ -27,7 +27,8 @@ def runs_table(metrics_files: Iterable[str | Path]) -> pd.DataFrame:
         row = {**spec, "density": float(spec["density"]), "seed": int(spec["seed"]),
                "actual_density": m["density"], "final_test_acc": m["final_test_acc"],
                "best_test_acc": m["best_test_acc"], "final_train_loss": m["final_train_loss"],
-               "epochs": m["epochs"], "topology": m.get("topology", "static"), "path": str(Path(f).parent)}
+               "epochs": m["epochs"], "topology": m.get("topology", "static"),
+               "freeze_epoch": m.get("topology_options", {}).get("freeze_epoch"), "path": str(Path(f).parent)}
         structure = Path(f).with_name("structure.json")
         if structure.exists():
             row.update({k: v for k, v in _read(structure).get("summary", {}).items() if _scalar(v)})

@@ -1,34 +1,35 @@
-# Stage 4: tidy tables, one row per run (runs), per run and epoch (epochs), per run and layer (layers).
+# Stage 4: analyses of trained runs, and tidy tables (one row per run, per run and epoch, per layer, ...).
 
 
-rule runs_table:
+rule sensitivity:
+    # Further pruning of a trained run, by magnitude and at random, evaluated without retraining.
     input:
-        lambda w: study_files(w.study, "metrics.json"),
+        data=f"{DATA}/{{dataset}}.npz",
+        model=f"{RESULTS}/{{study}}/runs/{{dataset}}/{{model}}/{{method}}/d{{density}}/s{{seed}}/model.pt",
+        mask=f"{RESULTS}/{{study}}/runs/{{dataset}}/{{model}}/{{method}}/d{{density}}/s{{seed}}/mask.pt",
     output:
-        f"{RESULTS}/{{study}}/tables/runs.csv",
+        f"{RESULTS}/{{study}}/sensitivity/{{dataset}}/{{model}}/{{method}}/d{{density}}/s{{seed}}/curve.json",
     log:
-        f"{LOGS}/{{study}}/tables/runs.log",
+        f"{LOGS}/{{study}}/sensitivity/{{dataset}}/{{model}}/{{method}}/d{{density}}/s{{seed}}.log",
+    threads: config["threads_per_job"]
+    params:
+        fractions=lambda w: " ".join(map(str, STUDIES[w.study]["sensitivity_fractions"])),
+        run_dir=lambda w, input: str(Path(input.model).parent),
+        device=config["device"],
     shell:
-        "{PY} -m sparsenets table --kind runs --out {output} {input} > {log} 2>&1"
+        "{PY} -m sparsenets sensitivity --run-dir {params.run_dir} --data {input.data} "
+        "--fractions {params.fractions} --seed {wildcards.seed} --device {params.device} --threads {threads} "
+        "--out {output} > {log} 2>&1"
 
 
-rule epochs_table:
+rule table:
     input:
-        lambda w: study_files(w.study, "metrics.json"),
+        lambda w: table_inputs(w.study, w.kind),
     output:
-        f"{RESULTS}/{{study}}/tables/epochs.csv",
+        f"{RESULTS}/{{study}}/tables/{{kind}}.csv",
     log:
-        f"{LOGS}/{{study}}/tables/epochs.log",
+        f"{LOGS}/{{study}}/tables/{{kind}}.log",
+    wildcard_constraints:
+        kind="runs|epochs|layers|sensitivity|indegree|overlap",
     shell:
-        "{PY} -m sparsenets table --kind epochs --out {output} {input} > {log} 2>&1"
-
-
-rule layers_table:
-    input:
-        lambda w: study_files(w.study, "structure.json"),
-    output:
-        f"{RESULTS}/{{study}}/tables/layers.csv",
-    log:
-        f"{LOGS}/{{study}}/tables/layers.log",
-    shell:
-        "{PY} -m sparsenets table --kind layers --out {output} {input} > {log} 2>&1"
+        "{PY} -m sparsenets table --kind {wildcards.kind} --out {output} {input} > {log} 2>&1"

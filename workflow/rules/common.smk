@@ -1,6 +1,8 @@
 # Shared helpers: config validation, preset resolution, paths and target lists.
 import json
+import math
 import os
+import re
 import subprocess
 import sys
 from itertools import product
@@ -37,20 +39,21 @@ PRESET = _preset()
 STUDIES = PRESET["studies"]
 
 
+KNOWN = json.loads(
+    subprocess.run([PY, "-m", "sparsenets", "names"], check=True, capture_output=True, text=True).stdout
+)
+
+
 def _check_names():
     """Unknown models, methods and datasets fail here, before any job runs."""
-    known = json.loads(
-        subprocess.run(
-            [PY, "-m", "sparsenets", "names"], check=True, capture_output=True, text=True
-        ).stdout
-    )
     for study, spec in STUDIES.items():
         for key, kind in (("models", "models"), ("methods", "methods"), ("datasets", "datasets")):
+            known = KNOWN[kind] + (["imp"] + KNOWN["topologies"] if kind == "methods" else [])
             for name in spec.get(key, []):
-                if name not in known[kind]:
+                if name not in known:
                     raise ValueError(
                         f"config key 'presets.{config['preset']}.studies.{study}.{key}': unknown {key[:-1]} "
-                        f"{name!r}; known: {', '.join(known[kind])}"
+                        f"{name!r}; known: {', '.join(known)}"
                     )
 
 
@@ -93,23 +96,91 @@ def recipe_of(study):
     return config["recipes"][STUDIES[study]["recipe"]]
 
 
-def run_dir(study, dataset, model, method, density, seed):
-    return f"{RESULTS}/{study}/runs/{dataset}/{model}/{method}/d{fmt_density(density)}/s{seed}"
-
-
-def study_runs(study):
-    """Every (dataset, model, method, density, seed) a study trains."""
+def densities_of(study):
+    """PHEW lists densities; the Deconstructing study uses IMP's levels, density (1 - rate)^L."""
     s = STUDIES[study]
-    return list(product(s["datasets"], s["models"], s["methods"], s["densities"], s["seeds"]))
+    if "imp" in s:
+        return [(1 - s["imp"]["rate"]) ** level for level in s["imp"]["levels"]]
+    return s["densities"]
 
 
-def study_files(study, name):
-    return [f"{run_dir(study, *r)}/{name}" for r in study_runs(study)]
+def level_of(study, density):
+    """The IMP level a density wildcard stands for (it must be one of (1 - rate)^L exactly)."""
+    rate = STUDIES[study]["imp"]["rate"]
+    level = round(math.log(float(density)) / math.log(1 - rate))
+    if fmt_density((1 - rate) ** level) != density:
+        raise ValueError(f"density {density} is not an IMP level of rate {rate}")
+    return level
+
+
+def plan(study, method):
+    """How a method trains: the mask it starts from, its topology and the topology's options."""
+    options = STUDIES[study].get("method_options", {}).get(method, {})
+    frozen = re.fullmatch(r"dnw-freeze(\d+)", method)
+    if frozen:
+        return {"mask": config["dynamic_init"], "topology": "dnw", "options": {"freeze_epoch": int(frozen[1])}}
+    if method in KNOWN["topologies"]:
+        return {"mask": config["dynamic_init"], "topology": method, "options": options}
+    return {"mask": method, "topology": "static", "options": {}}
+
+
+def run_dir(study, dataset, model, method, density, seed, variant=""):
+    base = f"{RESULTS}/{study}/runs/{dataset}/{model}/{method}/d{fmt_density(density)}"
+    return f"{base}/{variant}/s{seed}" if variant else f"{base}/s{seed}"
+
+
+def study_runs(study, methods=None, densities=None):
+    """Every (dataset, model, method, density, seed) of a study, or of some of its methods and densities."""
+    s = STUDIES[study]
+    return list(
+        product(s["datasets"], s["models"], methods or s["methods"], densities or densities_of(study), s["seeds"])
+    )
+
+
+def freeze_runs(study):
+    s = STUDIES[study]
+    methods = [f"dnw-freeze{k}" for k in s.get("freeze_epochs", [])]
+    return study_runs(study, methods, [focus_density(study)]) if methods else []
+
+
+def focus_density(study):
+    return (1 - STUDIES[study]["imp"]["rate"]) ** STUDIES[study]["focus_level"]
+
+
+def files(runs, name, study, variant=""):
+    return [f"{run_dir(study, *r, variant=variant)}/{name}" for r in runs]
+
+
+def table_inputs(study, kind):
+    """The run files each tidy table is built from."""
+    runs = study_runs(study)
+    if study == "phew":
+        return files(runs, "structure.json" if kind == "layers" else "metrics.json", study)
+    if kind == "runs":
+        return files(runs, "metrics.json", study) + files(runs, "metrics.json", study, "reinit") + files(
+            freeze_runs(study), "metrics.json", study
+        )
+    if kind == "sensitivity":
+        return [f"{RESULTS}/{study}/sensitivity/{'/'.join(map(str, r[:3]))}/d{fmt_density(r[3])}/s{r[4]}/curve.json"
+                for r in runs]
+    dynamic = [m for m in STUDIES[study]["methods"] if plan(study, m)["topology"] != "static"]
+    if kind == "indegree":
+        return files(study_runs(study, ["dnw"], [focus_density(study)]), "structure.json", study)
+    if kind == "overlap":
+        return files(study_runs(study, dynamic), "structure.json", study)
+    raise ValueError(f"no table {kind!r} for study {study!r}")
+
+
+TABLES = {
+    "phew": ["runs", "epochs", "layers"],
+    "deconstructing": ["runs", "sensitivity", "indegree", "overlap"],
+}
 
 
 def all_targets():
     targets = []
-    if "phew" in STUDIES:
-        targets += [f"{RESULTS}/phew/tables/{t}.csv" for t in ("runs", "epochs", "layers")]
-        targets += expand(f"{RESULTS}/phew/figures/{{fig}}.{{ext}}", fig=PHEW_FIGURES, ext=["png", "pdf"])
+    for study in STUDIES:
+        targets += [f"{RESULTS}/{study}/tables/{t}.csv" for t in TABLES[study]]
+        targets += expand(f"{RESULTS}/{study}/figures/{{fig}}.{{ext}}", fig=FIGURES[study], ext=["png", "pdf"])
+    targets += [f"{RESULTS}/claims.md", f"{RESULTS}/claims.csv"]
     return targets

@@ -1,27 +1,68 @@
-# Stage 5: the papers' figures, drawn from the tidy tables (never from MLflow queries).
+# Stage 5: the papers' figures, drawn from the tidy tables (never from MLflow queries), and the
+# claims table that says what replicated.
 
-PHEW_FIGURES = {  # figure -> the tables it reads
-    "accuracy_vs_density": ["runs"],
-    "layer_widths": ["layers"],
-    "path_kernel": ["runs"],
-    "train_loss": ["epochs"],
+FIGURES = {  # study -> figure -> the tables it reads
+    "phew": {
+        "accuracy_vs_density": ["runs"],
+        "layer_widths": ["layers"],
+        "path_kernel": ["runs"],
+        "train_loss": ["epochs"],
+    },
+    "deconstructing": {
+        "reinit": ["runs"],
+        "sensitivity": ["sensitivity"],
+        "indegree": ["indegree", "overlap"],
+        "freezing": ["runs"],
+    },
 }
 
 
-rule phew_figure:
+def figure_options(study, fig):
+    """The density a one-density figure is drawn at."""
+    if study == "phew" and fig in ("layer_widths", "train_loss"):
+        return {"density": STUDIES["phew"].get("width_density")}
+    if study == "deconstructing" and fig in ("sensitivity", "indegree"):
+        return {"density": focus_density(study)}
+    return {}
+
+
+rule figure:
     input:
-        lambda w: [f"{RESULTS}/phew/tables/{t}.csv" for t in PHEW_FIGURES[w.fig]],
+        lambda w: [f"{RESULTS}/{w.study}/tables/{t}.csv" for t in FIGURES[w.study][w.fig]],
     output:
-        png=f"{RESULTS}/phew/figures/{{fig}}.png",
-        pdf=f"{RESULTS}/phew/figures/{{fig}}.pdf",
+        png=f"{RESULTS}/{{study}}/figures/{{fig}}.png",
+        pdf=f"{RESULTS}/{{study}}/figures/{{fig}}.pdf",
     log:
-        f"{LOGS}/phew/figures/{{fig}}.log",
-    wildcard_constraints:
-        fig="|".join(PHEW_FIGURES),
+        f"{LOGS}/{{study}}/figures/{{fig}}.log",
     params:
-        options=lambda w: json.dumps(
-            {"density": STUDIES["phew"].get("width_density")} if w.fig in ("layer_widths", "train_loss") else {}
-        ),
+        options=lambda w: json.dumps(figure_options(w.study, w.fig)),
     shell:
         "{PY} -m sparsenets figure {wildcards.fig} --tables {input} --options '{params.options}' "
         "--out {output.png} {output.pdf} > {log} 2>&1"
+
+
+CLAIM_TABLES = {  # claims CLI option -> (study, table)
+    "phew-runs": ("phew", "runs"),
+    "phew-layers": ("phew", "layers"),
+    "dec-runs": ("deconstructing", "runs"),
+    "dec-sensitivity": ("deconstructing", "sensitivity"),
+    "dec-overlap": ("deconstructing", "overlap"),
+}
+
+
+rule claims:
+    input:
+        **{
+            opt.replace("-", "_"): f"{RESULTS}/{study}/tables/{table}.csv"
+            for opt, (study, table) in CLAIM_TABLES.items()
+            if study in STUDIES
+        },
+    output:
+        md=f"{RESULTS}/claims.md",
+        csv=f"{RESULTS}/claims.csv",
+    log:
+        f"{LOGS}/claims.log",
+    params:
+        tables=lambda w, input: " ".join(f"--{k.replace('_', '-')} {v}" for k, v in input.items()),
+    shell:
+        "{PY} -m sparsenets claims {params.tables} --md {output.md} --csv {output.csv} > {log} 2>&1"

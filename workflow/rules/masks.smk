@@ -1,4 +1,5 @@
-# Stage 2: masks built at initialisation, one per (dataset, model, method, density, seed).
+# Stage 2: masks. Built at initialisation (one per dataset, model, method, density, seed), or, for
+# IMP, by pruning the previous level's trained run.
 
 
 rule mask:
@@ -15,3 +16,30 @@ rule mask:
         "{PY} -m sparsenets mask --dataset {wildcards.dataset} --data {input.data} --model {wildcards.model} "
         "--method {wildcards.method} --density {wildcards.density} --seed {wildcards.seed} "
         "--options '{params.options}' --device {params.device} --out {output} > {log} 2>&1"
+
+
+def imp_previous(w):
+    """Level L prunes the trained run of level L-1; level 1 prunes the dense run (random at density 1)."""
+    level = level_of(w.study, w.density)
+    if level == 1:
+        return run_dir(w.study, w.dataset, w.model, "random", 1.0, w.seed)
+    rate = STUDIES[w.study]["imp"]["rate"]
+    return run_dir(w.study, w.dataset, w.model, "imp", (1 - rate) ** (level - 1), w.seed)
+
+
+ruleorder: imp_mask > mask
+
+
+rule imp_mask:
+    input:
+        model=lambda w: f"{imp_previous(w)}/model.pt",
+        mask=lambda w: f"{imp_previous(w)}/mask.pt",
+    output:
+        f"{RESULTS}/{{study}}/masks/{{dataset}}/{{model}}/imp/d{{density}}/s{{seed}}.pt",
+    log:
+        f"{LOGS}/{{study}}/masks/{{dataset}}/{{model}}/imp/d{{density}}/s{{seed}}.log",
+    params:
+        rate=lambda w: STUDIES[w.study]["imp"]["rate"],
+        run_dir=imp_previous,
+    shell:
+        "{PY} -m sparsenets imp-mask --run-dir {params.run_dir} --rate {params.rate} --out {output} > {log} 2>&1"

@@ -50,17 +50,13 @@ def register(name: str, *, needs_data: bool = False, fresh_weights: bool = False
     return deco
 
 
-def _load_all() -> None:
+def load_all() -> None:
     for mod in _MODULES:
-        try:
-            importlib.import_module(f"{__name__}.{mod}")
-        except ModuleNotFoundError as e:
-            if e.name != f"{__name__}.{mod}":
-                raise
+        importlib.import_module(f"{__name__}.{mod}")
 
 
 def get_method(name: str) -> Method:
-    _load_all()
+    load_all()
     if name not in METHODS:
         raise ValueError(f"unknown pruning method {name!r}; known methods: {', '.join(sorted(METHODS))}")
     return METHODS[name]

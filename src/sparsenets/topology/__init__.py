@@ -102,17 +102,17 @@ def register(name: str) -> Callable[[type[Topology]], type[Topology]]:
     return deco
 
 
+def load_all() -> None:
+    for mod in _MODULES:
+        importlib.import_module(f"{__name__}.{mod}")
+
+
 def make_topology(name: str, model: nn.Module, mask: Mask, optimizer: torch.optim.Optimizer, schedule: Schedule,
                   **options: Any) -> Topology:
-    for mod in _MODULES:
-        try:
-            importlib.import_module(f"{__name__}.{mod}")
-        except ModuleNotFoundError as e:
-            if e.name != f"{__name__}.{mod}":
-                raise
+    load_all()
     if name not in TOPOLOGIES:
         raise ValueError(f"unknown topology {name!r}; known: {', '.join(sorted(TOPOLOGIES))}")
     return TOPOLOGIES[name](model, mask, optimizer, schedule, **options)
 
 
-__all__ = ["Schedule", "Topology", "TOPOLOGIES", "make_topology", "register"]
+__all__ = ["Schedule", "Topology", "TOPOLOGIES", "load_all", "make_topology", "register"]

@@ -1,0 +1,118 @@
+"""Further pruning of a trained run (Deconstructing Fig. 2): remove a fraction of the weights it kept,
+smallest magnitude first or at random, and measure test accuracy with no retraining.
+
+BN running statistics describe the unpruned net, so every point is reported twice: with those stale
+statistics, and after re-estimating them on training batches (PAPERS.md, "Known traps").
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from . import data
+from .masks import Mask, keep_count, prunable
+from .models import build_model
+from .train import evaluate, seeded_generator
+
+MODES = ("magnitude", "random")
+RECAL_SEED = 0  # recalibration always sees the same training batches
+
+
+def curve(model: nn.Module, mask: Mask, ds: data.Dataset, fractions: Sequence[float], *,
+          generator: torch.Generator, device: torch.device | str, batch_size: int = 512,
+          recal_batches: int = 20) -> list[dict[str, Any]]:
+    """Test accuracy after removing each further fraction of the kept weights, per mode, with stale and
+    with recalibrated BN statistics. `model` holds the run's (masked) weights and is left untouched."""
+    bad = [f for f in fractions if not 0.0 <= f < 1.0]
+    if bad:
+        raise ValueError(f"further-pruning fractions must be in [0, 1), got {bad}")
+    net = copy.deepcopy(model).to(device)
+    mask = mask.to(device)
+    mask.check_model(net)
+    trained = copy.deepcopy(net.state_dict())
+    loader_args = dict(device=device, mean=ds.mean, std=ds.std)
+    test = data.DeviceLoader(ds.x_test, ds.y_test, batch_size=batch_size, train=False, seed=0, **loader_args)
+    recal = data.DeviceLoader(ds.x_train, ds.y_train, batch_size=min(batch_size, len(ds.y_train)), train=True,
+                              seed=RECAL_SEED, augment=False, **loader_args)
+    rows = []
+    for mode in MODES:
+        scores = _scores(net, mask, mode, generator)
+        for fraction, pruned in zip(fractions, further_masks(mask, scores, fractions)):
+            net.load_state_dict(trained)
+            pruned.apply(net)
+            for recalibrated in (False, True):
+                if recalibrated:
+                    recalibrate_bn(net, recal, recal_batches)
+                test_loss, test_acc = evaluate(net, test)
+                rows.append({"mode": mode, "bn_recalibrated": recalibrated, "fraction": float(fraction),
+                             "test_acc": test_acc, "test_loss": test_loss, "kept": pruned.kept})
+    return rows
+
+
+def _scores(model: nn.Module, mask: Mask, mode: str, generator: torch.Generator) -> dict[str, Tensor]:
+    """What survives further pruning longest: the largest |w|, or a uniform draw; pruned weights rank last."""
+    if mode not in MODES:
+        raise ValueError(f"unknown further-pruning mode {mode!r}; known: {', '.join(MODES)}")
+    weights = prunable(model)
+    out = {}
+    for name, m in mask.items():
+        if mode == "magnitude":
+            s = weights[name].detach().abs().double()
+        else:
+            s = torch.rand(m.shape, generator=generator, dtype=torch.float64, device=generator.device).to(m.device)
+        out[name] = s.masked_fill(~m, float("-inf"))
+    return out
+
+
+def further_masks(mask: Mask, scores: dict[str, Tensor], fractions: Sequence[float]) -> Iterator[Mask]:
+    """Per fraction f, the mask keeping the keep_count(1 - f, kept) highest-scoring kept weights.
+    One global ranking serves every f, so the removed sets are nested, as in one pruning sequence."""
+    flat = torch.cat([s.flatten() for s in scores.values()])
+    order = torch.sort(flat, descending=True, stable=True).indices
+    sizes = [s.numel() for s in scores.values()]
+    for f in fractions:
+        keep = torch.zeros_like(flat, dtype=torch.bool)
+        keep[order[: keep_count(1.0 - f, mask.kept)]] = True
+        yield Mask({k: part.view(s.shape) for (k, s), part in zip(scores.items(), keep.split(sizes))}, mask.meta)
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, loader: data.DeviceLoader, batches: int) -> None:
+    """Re-estimate every BN layer's running statistics as the plain average over `batches` training
+    batches (momentum None), so they describe the pruned net and not the one it was cut from."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    for _, (x, _) in zip(range(batches), loader.epoch(0)):
+        model(x)
+    model.eval()
+
+
+def run_curve(run_dir: str | os.PathLike, data_file: str | os.PathLike, fractions: Sequence[float], seed: int,
+              device: str = "auto") -> dict[str, Any]:
+    """The sensitivity curves of one finished run: {"spec": its metrics.json spec, "rows": curve(...)}."""
+    from .experiments import pick_device
+
+    run = Path(run_dir)
+    dev = pick_device(device)
+    mask = Mask.load(run / "mask.pt")
+    missing = [k for k in ("model", "num_classes", "input_shape") if k not in mask.meta]
+    if missing:
+        raise ValueError(f"mask file {run / 'mask.pt'} has no {', '.join(missing)} in its metadata")
+    model = build_model(mask.meta["model"], mask.meta["num_classes"], tuple(mask.meta["input_shape"]))
+    model.load_state_dict(torch.load(run / "model.pt", map_location="cpu", weights_only=True))
+    mask.check_model(model, source=f"mask file {run / 'mask.pt'}")
+    revived = [k for k, w in prunable(model).items() if bool((w.detach()[~mask[k]] != 0).any())]
+    if revived:  # e.g. DNW's dense weights saved instead of its top-k: f = 0 would not be the run
+        raise ValueError(f"{run / 'model.pt'} has non-zero weights outside {run / 'mask.pt'} in {revived[:3]}")
+    spec = json.loads((run / "metrics.json").read_text())["spec"]
+    rows = curve(model, mask, data.load(data_file), fractions, generator=seeded_generator(seed), device=dev)
+    return {"spec": spec, "rows": rows}

@@ -1,0 +1,114 @@
+"""Further pruning of a trained run: exact counts, nested removals, f = 0 is the run, the run untouched."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from sparsenets import data
+from sparsenets.experiments import RunSpec, make_mask, run_training
+from sparsenets.masks import Mask, keep_count, prunable
+from sparsenets.models import build_model
+from sparsenets.sensitivity import MODES, _scores, curve, further_masks, recalibrate_bn, run_curve
+from sparsenets.train import Recipe, evaluate, seeded_generator
+
+FRACTIONS = [0.0, 0.3, 0.6, 0.9]
+
+
+@pytest.fixture(scope="module")
+def run(digits_npz, tmp_path_factory):
+    """A convnet trained for two epochs under a random mask, with the files a real run writes."""
+    out = tmp_path_factory.mktemp("run")
+    make_mask("convnet", digits_npz, "random", 0.3, 0, out / "mask_in.pt", device="cpu")
+    run_training(RunSpec("deconstructing", "digits", "convnet", "random", 0.3, 0),
+                 Recipe(epochs=2, batch_size=64, lr=0.05, milestones=(), augment=False),
+                 data_file=digits_npz, mask_file=out / "mask_in.pt", out_dir=out, device="cpu", log=lambda m: None)
+    mask = Mask.load(out / "mask.pt")
+    model = build_model("convnet", mask.meta["num_classes"], tuple(mask.meta["input_shape"]))
+    model.load_state_dict(torch.load(out / "model.pt", weights_only=True))
+    return out, model, mask, data.load(digits_npz)
+
+
+def test_curve_counts_rows_and_leaves_the_model_alone(run):
+    _, model, mask, ds = run
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rows = curve(model, mask, ds, FRACTIONS, generator=seeded_generator(0), device="cpu", recal_batches=3)
+    assert len(rows) == len(MODES) * len(FRACTIONS) * 2
+    assert {(r["mode"], r["fraction"], r["bn_recalibrated"]) for r in rows} == {
+        (m, f, b) for m in MODES for f in FRACTIONS for b in (False, True)}
+    assert all(r["kept"] == keep_count(1 - r["fraction"], mask.kept) for r in rows)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(m.momentum == 0.1 for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+
+
+def test_no_further_pruning_reproduces_the_run(run):
+    out, model, mask, ds = run
+    test = data.DeviceLoader(ds.x_test, ds.y_test, batch_size=512, device="cpu", mean=ds.mean, std=ds.std,
+                             train=False, seed=0)
+    loss, acc = evaluate(model, test)
+    rows = curve(model, mask, ds, [0.0], generator=seeded_generator(0), device="cpu", recal_batches=3)
+    stale = [r for r in rows if not r["bn_recalibrated"]]
+    assert [(r["test_acc"], r["test_loss"]) for r in stale] == [(acc, loss)] * len(MODES)
+    assert acc == json.loads((out / "metrics.json").read_text())["final_test_acc"]
+
+
+def test_further_masks_are_nested_and_magnitude_drops_the_smallest(run):
+    _, model, mask, _ = run
+    weights = {k: w.detach() for k, w in prunable(model).items()}
+    masks = list(further_masks(mask, _scores(model, mask, "magnitude", seeded_generator(0)), FRACTIONS))
+    assert all(torch.equal(masks[0][k], mask[k]) for k in mask)
+    for wider, narrower in zip(masks, masks[1:]):
+        assert all(torch.all(wider[k] | ~narrower[k]) for k in mask)  # narrower ⊆ wider
+    last = masks[-1]
+    smallest_kept = min(float(weights[k].abs()[last[k]].min()) for k in mask if last[k].any())
+    largest_dropped = max(float(weights[k].abs()[mask[k] & ~last[k]].max()) for k in mask if (mask[k] & ~last[k]).any())
+    assert smallest_kept >= largest_dropped
+
+
+def test_random_further_pruning_follows_the_generator(run):
+    _, model, mask, _ = run
+
+    def draw(seed):
+        return list(further_masks(mask, _scores(model, mask, "random", seeded_generator(seed)), [0.5]))[0]
+
+    a, b, c = draw(1), draw(1), draw(2)
+    assert all(torch.equal(a[k], b[k]) for k in mask)
+    assert not all(torch.equal(a[k], c[k]) for k in mask)
+    assert all(torch.all(mask[k] | ~a[k]) for k in mask)  # only kept weights can stay
+
+
+def test_recalibration_is_the_plain_average_of_batch_statistics(run):
+    _, model, _, ds = run
+    net = build_model("convnet", ds.num_classes, ds.input_shape)
+    net.load_state_dict(model.state_dict())
+    loader = data.DeviceLoader(ds.x_train, ds.y_train, batch_size=100, device="cpu", mean=ds.mean, std=ds.std,
+                               train=True, seed=0, augment=False)
+    stale = net.bn1.running_mean.clone()
+    recalibrate_bn(net, loader, 3)
+    with torch.no_grad():
+        batch_means = [net.conv1(x).mean((0, 2, 3)) for _, (x, _) in zip(range(3), loader.epoch(0))]
+    assert not torch.allclose(net.bn1.running_mean, stale)
+    torch.testing.assert_close(net.bn1.running_mean, torch.stack(batch_means).mean(0))
+    assert int(net.bn1.num_batches_tracked) == 3 and not net.training
+
+
+def test_run_curve_reads_a_run_folder(run, digits_npz):
+    out, _, mask, _ = run
+    result = run_curve(out, digits_npz, [0.0, 0.5], seed=0, device="cpu")
+    assert result["spec"]["method"] == "random" and result["spec"]["density"] == "0.3"
+    final = json.loads((out / "metrics.json").read_text())["final_test_acc"]
+    assert [r["test_acc"] for r in result["rows"] if r["fraction"] == 0 and not r["bn_recalibrated"]] == [final] * 2
+
+
+def test_bad_fraction_and_revived_weights_are_errors(run, digits_npz, tmp_path):
+    out, model, mask, ds = run
+    with pytest.raises(ValueError, match=r"\[1.0\]"):
+        curve(model, mask, ds, [0.5, 1.0], generator=seeded_generator(0), device="cpu")
+    for name in ("mask.pt", "metrics.json"):
+        (tmp_path / name).write_bytes((out / name).read_bytes())
+    dense = {k: v + 1 if k in mask else v for k, v in model.state_dict().items()}
+    torch.save(dense, tmp_path / "model.pt")
+    with pytest.raises(ValueError, match="non-zero weights outside"):
+        run_curve(tmp_path, digits_npz, [0.0], seed=0, device="cpu")
