@@ -8,6 +8,7 @@ import pytest
 
 from cluster import REPO, SlurmCluster, postgres_mlflow_server, slurm_cluster  # noqa: F401 (fixtures)
 
+# The plugin first looks at a job after 40 s by default: far longer than these jobs take.
 FAST_STATUS = ["--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "2"]
 
 THREE_JOBS = """

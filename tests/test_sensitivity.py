@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from sparsenets import data
+from sparsenets import data, tables
 from sparsenets.experiments import RunSpec, make_mask, run_training
 from sparsenets.masks import Mask, keep_count, prunable
 from sparsenets.models import build_model
@@ -94,12 +94,16 @@ def test_recalibration_is_the_plain_average_of_batch_statistics(run):
     assert int(net.bn1.num_batches_tracked) == 3 and not net.training
 
 
-def test_run_curve_reads_a_run_folder(run, digits_npz):
-    out, _, mask, _ = run
+def test_run_curve_reads_a_run_folder_into_the_sensitivity_table(run, digits_npz, tmp_path):
+    out, *_ = run
     result = run_curve(out, digits_npz, [0.0, 0.5], seed=0, device="cpu")
     assert result["spec"]["method"] == "random" and result["spec"]["density"] == "0.3"
     final = json.loads((out / "metrics.json").read_text())["final_test_acc"]
     assert [r["test_acc"] for r in result["rows"] if r["fraction"] == 0 and not r["bn_recalibrated"]] == [final] * 2
+    (tmp_path / "curve.json").write_text(json.dumps(result))
+    table = tables.sensitivity_table([tmp_path / "curve.json"])
+    assert len(table) == 2 * 2 * 2 and table["density"].eq(0.3).all() and table["seed"].eq(0).all()
+    assert {"dataset", "model", "method", "mode", "bn_recalibrated", "fraction", "test_acc", "kept"} <= set(table)
 
 
 def test_bad_fraction_and_revived_weights_are_errors(run, digits_npz, tmp_path):

@@ -49,8 +49,8 @@ def test_resume_is_bit_identical(digits_npz, tmp_path):
     class Stop(Exception):
         pass
 
-    def stop_after_two(row, topo):
-        if row["epoch"] == 2:
+    def stop_after_two(row, topo):  # dies in epoch 3, before its checkpoint
+        if row["epoch"] == 3:
             raise Stop
 
     ckpt = tmp_path / "ckpt.pt"

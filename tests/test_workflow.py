@@ -15,10 +15,13 @@ from conftest import PY, REPO
 SNAKEMAKE = str(Path(PY).with_name("snakemake"))
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
-    cmd = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--configfile", str(REPO / "config.yaml"),
-           "--directory", str(workdir), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=1500)
+def snakemake(workdir: Path, *args: str, check: bool = True, env: dict | None = None,
+              configfile: bool = True) -> subprocess.CompletedProcess:
+    """The real snakemake CLI on the repo's workflow, run in `workdir`."""
+    config = ["--configfile", str(REPO / "config.yaml")] if configfile else []
+    cmd = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), *config, "--directory", str(workdir), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=1500,
+                          stdin=subprocess.DEVNULL)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
     return proc

@@ -213,7 +213,7 @@ class StructureRecorder:
         from .structure import in_degrees, overlap
 
         prev = self._load(epoch - 1)
-        ov = overlap(prev, mask)["fraction_kept"] if prev is not None else float("nan")
+        ov = overlap(prev, mask)["overlap"] if prev is not None else float("nan")
         degrees = {k: [v.tolist() for v in pair] for k, pair in in_degrees(mask).items()}
         self.state["records"].append({"epoch": epoch, "overlap_prev": ov, "in_degree": degrees})
         self._save(epoch, mask)
@@ -223,7 +223,7 @@ class StructureRecorder:
         from .structure import overlap
 
         for rec in self.state["records"]:
-            rec["overlap_final"] = overlap(self._load(rec["epoch"]), final)["fraction_kept"]
+            rec["overlap_final"] = overlap(self._load(rec["epoch"]), final)["overlap"]
         shutil.rmtree(self.folder, ignore_errors=True)  # large at paper scale; the record says it all
         return self.state["records"]
 

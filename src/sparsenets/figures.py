@@ -142,3 +142,150 @@ def train_loss(epochs: pd.DataFrame, density: float | None = None, first: int = 
         ax.set(title=f"{panel}, density {target:.4g}", xlabel="epoch", ylabel="training loss")
     _one_legend(fig, axes)
     return fig
+
+
+# ------------------------------------------------------------------ Deconstructing the structure of sparse nets
+def _unfrozen(runs: pd.DataFrame) -> pd.Series:
+    """Runs whose structure was not frozen part-way (the freezing study's runs carry a freeze_epoch)."""
+    return runs["freeze_epoch"].isna() if "freeze_epoch" in runs else pd.Series(True, index=runs.index)
+
+
+def _log_density_axis(ax: plt.Axes, densities: list[float]) -> None:
+    """Log density, sparsest on the right as the papers read it, ticked at the densities trained."""
+    ax.set_xscale("log")
+    ax.set_xticks(densities, [f"{100 * d:.3g}%" for d in densities])
+    ax.minorticks_off()
+    ax.set_xlabel("density (weights kept, log scale)")
+    if not ax.xaxis_inverted():
+        ax.invert_xaxis()
+
+
+@figure("reinit")
+def reinit(runs: pd.DataFrame) -> plt.Figure:
+    """Test accuracy against density per method, each structure trained from its own weights (solid) and
+    from fresh ones (dashed), mean ± std over seeds (Deconstructing Fig. 1)."""
+    runs = runs[_unfrozen(runs)].rename(columns={"variant": "weights"})
+    runs["weights"] = runs["weights"].map({"original": "original", "reinit": "re-initialised"})
+    key, panels = _facets(runs)
+    fig, axes = _panel_grid(len(panels))
+    palette = _method_palette(list(runs["method"].unique()))
+    for ax, panel in zip(axes, panels):
+        sns.lineplot(data=runs[key == panel], x="density", y="final_test_acc", hue="method", palette=palette,
+                     style="weights", style_order=["original", "re-initialised"], dashes=["", (4, 2)],
+                     errorbar="sd", marker="o", ax=ax)
+        ax.set(title=panel, ylabel="test accuracy")
+        _log_density_axis(ax, sorted(runs.loc[key == panel, "density"].unique()))
+    _one_legend(fig, axes)
+    return fig
+
+
+@figure("sensitivity")
+def sensitivity(sens: pd.DataFrame, density: float | None = None) -> plt.Figure:
+    """Test accuracy as a further fraction of the kept weights is removed, by magnitude and at random, with
+    stale and recalibrated BN statistics, mean ± std over seeds (Deconstructing Fig. 2)."""
+    sens, target = _nearest(sens, density)
+    sens = sens.assign(**{"BN statistics": sens["bn_recalibrated"].map({False: "stale", True: "recalibrated"})})
+    key, networks = _facets(sens)
+    modes = {"magnitude": "smallest magnitude first", "random": "at random"}
+    fig, grid = plt.subplots(len(networks), len(modes), figsize=(9, 3.4 * len(networks)), squeeze=False,
+                             sharey="row")
+    palette = _method_palette(list(sens["method"].unique()))
+    for row, network in zip(grid, networks):
+        for ax, (mode, how) in zip(row, modes.items()):
+            sns.lineplot(data=sens[(key == network) & (sens["mode"] == mode)], x="fraction", y="test_acc",
+                         hue="method", palette=palette, style="BN statistics", style_order=["stale", "recalibrated"],
+                         errorbar="sd", marker="o", ax=ax)
+            ax.set(title=f"{network}, density {target:.4g}\npruned {how}",
+                   xlabel="further fraction of kept weights removed", ylabel="test accuracy")
+    _one_legend(fig, list(grid.flat))
+    return fig
+
+
+RUN = ["dataset", "model", "variant", "seed"]  # what tells runs apart once method and density are fixed
+QUINTILES = ["lowest 20%", "20–40%", "40–60%", "60–80%", "highest 20%"]
+
+
+@figure("indegree")
+def indegree(indeg: pd.DataFrame, overlap: pd.DataFrame, density: float | None = None) -> plt.Figure:
+    """DNW's structure over training (Deconstructing Fig. 3). Left: mean in-degree of each layer's units
+    grouped by their in-degree quintile after the first epoch, relative to the layer's mean, mean ± std
+    over seeds. Right: the share of each epoch's kept weights the final structure keeps, and the share of
+    the previous epoch's kept weights each epoch keeps."""
+    indeg, target = _nearest(indeg[indeg["method"] == "dnw"], density)
+    overlap = overlap[(overlap["method"] == "dnw") & (overlap["density"] == target)]
+    curves = _indegree_by_first_rank(indeg)
+    lines = overlap.melt(id_vars=RUN + ["epoch"], value_vars=["overlap_final", "overlap_prev"],
+                         var_name="overlap with", value_name="overlap")
+    lines["overlap with"] = lines["overlap with"].map({"overlap_final": "final structure",
+                                                       "overlap_prev": "previous epoch"})
+    key, networks = _facets(curves)
+    line_key = lines["model"] + " / " + lines["dataset"]
+    fig, grid = plt.subplots(len(networks), 2, figsize=(11, 3.6 * len(networks)), squeeze=False)
+    last = int(indeg["epoch"].max())
+    for (left, right), network in zip(grid, networks):
+        sns.lineplot(data=curves[key == network], x="epoch", y="relative", hue="after epoch 1",
+                     hue_order=QUINTILES, palette="viridis", errorbar="sd", ax=left)
+        left.set(title=f"{network}, DNW at density {target:.4g}: in-degree of units",
+                 ylabel="in-degree / layer mean")
+        sns.lineplot(data=lines[line_key == network], x="epoch", y="overlap", hue="overlap with",
+                     errorbar="sd", ax=right)
+        right.set(title=f"{network}, DNW at density {target:.4g}: structure overlap",
+                  ylabel="shared fraction of kept weights", ylim=(0, 1.02))
+        for ax in (left, right):
+            _epoch_axis(ax, last)
+            sns.move_legend(ax, "upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def _indegree_by_first_rank(indeg: pd.DataFrame) -> pd.DataFrame:
+    """Per run, epoch and quintile: the mean in-degree (relative to its layer's mean that epoch) of the
+    units in that quintile of their layer after the first recorded epoch; ties are split by unit index."""
+    first = indeg[indeg["epoch"] == indeg["epoch"].min()]
+    rank = first.groupby(RUN + ["layer"])["in_degree"].rank(method="first", pct=True)
+    quintile = pd.cut(rank, [i / 5 for i in range(6)], labels=QUINTILES)
+    groups = first[RUN + ["layer", "unit"]].assign(**{"after epoch 1": quintile})
+    df = indeg.merge(groups, on=RUN + ["layer", "unit"])
+    layer_mean = df.groupby(RUN + ["layer", "epoch"])["in_degree"].transform("mean")
+    df["relative"] = df["in_degree"] / layer_mean.where(layer_mean > 0)
+    return df.groupby(RUN + ["epoch", "after epoch 1"], as_index=False, observed=True)["relative"].mean()
+
+
+def _epoch_axis(ax: plt.Axes, last: int) -> None:
+    """Epochs on a log axis when training is long, so the first epochs, where structure moves, stay visible."""
+    if last > 20:
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(plt.FormatStrFormatter("%g"))
+    else:
+        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+    ax.set_xlabel("epoch" + (" (log scale)" if last > 20 else ""))
+
+
+@figure("freezing")
+def freezing(runs: pd.DataFrame, density: float | None = None) -> plt.Figure:
+    """Test accuracy of DNW with its structure frozen after k epochs against k, mean ± std over seeds, with
+    full DNW (structure free all along) as the reference band (Deconstructing Fig. 4). Frozen runs are
+    the rows with a freeze_epoch, whatever their method is called."""
+    frozen, target = _nearest(runs[~_unfrozen(runs)], density)
+    full = runs[(runs["method"] == "dnw") & _unfrozen(runs) & (runs["density"] == target)
+                & (runs["variant"] == "original")]
+    key, networks = _facets(frozen)
+    full_key = full["model"] + " / " + full["dataset"]
+    fig, axes = _panel_grid(len(networks), width=6)
+    ks = sorted(frozen["freeze_epoch"].unique())
+    for ax, network in zip(axes, networks):
+        sns.lineplot(data=frozen[key == network], x="freeze_epoch", y="final_test_acc", errorbar="sd", marker="o",
+                     color="C0", label="DNW, structure frozen after k epochs", ax=ax)
+        reference = full.loc[full_key == network, "final_test_acc"]
+        if len(reference):
+            mean = reference.mean()
+            std = reference.std() if len(reference) > 1 else 0.0
+            ax.axhline(mean, color="0.3", linestyle="--", label="full DNW (mean ± std)")
+            ax.axhspan(mean - std, mean + std, color="0.3", alpha=0.15, linewidth=0)
+        ax.set_xscale("symlog", linthresh=1, linscale=0.5)
+        ax.set_xticks(ks, [f"{k:g}" for k in ks])
+        ax.set_xlim(left=-0.2)  # symlog's default margin leaves an empty negative decade
+        ax.set(title=f"{network}, density {target:.4g}", xlabel="epochs k of DNW before freezing (symlog)",
+               ylabel="test accuracy")
+    _one_legend(fig, axes)
+    return fig

@@ -42,6 +42,7 @@ def curve(model: nn.Module, mask: Mask, ds: data.Dataset, fractions: Sequence[fl
                               seed=RECAL_SEED, augment=False, **loader_args)
     rows = []
     for mode in MODES:
+        net.load_state_dict(trained)  # magnitudes of the trained weights, whatever ran before
         scores = _scores(net, mask, mode, generator)
         for fraction, pruned in zip(fractions, further_masks(mask, scores, fractions)):
             net.load_state_dict(trained)

@@ -31,7 +31,8 @@ def runs_table(metrics_files: Iterable[str | Path]) -> pd.DataFrame:
                "freeze_epoch": m.get("topology_options", {}).get("freeze_epoch"), "path": str(Path(f).parent)}
         structure = Path(f).with_name("structure.json")
         if structure.exists():
-            row.update({k: v for k, v in _read(structure).get("summary", {}).items() if _scalar(v)})
+            summary = _read(structure).get("summary", {})  # its density is actual_density, not the spec's
+            row.update({k: v for k, v in summary.items() if _scalar(v) and k != "density"})
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -42,7 +43,7 @@ def epochs_table(metrics_files: Iterable[str | Path]) -> pd.DataFrame:
     for f in metrics_files:
         m = _read(f)
         for h in m["history"]:
-            rows.append({**m["spec"], "density": float(m["spec"]["density"]), **h})
+            rows.append({**m["spec"], **h, "density": float(m["spec"]["density"]), "actual_density": h["density"]})
     return pd.DataFrame(rows)
 
 
@@ -53,10 +54,53 @@ def layers_table(structure_files: Iterable[str | Path]) -> pd.DataFrame:
         s = _read(f)
         spec = _read(Path(f).with_name("metrics.json"))["spec"]
         for i, layer in enumerate(s["layers"]):
-            rows.append({**spec, "density": float(spec["density"]), "layer_index": i,
-                         **{k: v for k, v in layer.items() if _scalar(v)}})
+            rows.append({**spec, "layer_index": i, **{k: v for k, v in layer.items() if _scalar(v)},
+                         "density": float(spec["density"]), "layer_density": layer["density"]})
     return pd.DataFrame(rows)
 
 
 def _scalar(v: Any) -> bool:
     return isinstance(v, (int, float, str, bool)) or v is None
+
+
+def _spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """A run's spec with its density and seed as numbers, for grouping and plotting."""
+    return {**spec, "density": float(spec["density"]), "seed": int(spec["seed"])}
+
+
+def sensitivity_table(curve_files: Iterable[str | Path]) -> pd.DataFrame:
+    """One row per run, further-pruning mode, BN recalibration and fraction (Deconstructing Fig. 2)."""
+    rows = []
+    for f in curve_files:
+        c = _read(f)
+        rows += [{**_spec(c["spec"]), **r} for r in c["rows"]]
+    return pd.DataFrame(rows)
+
+
+def _history(structure_files: Iterable[str | Path]) -> Iterable[tuple[dict[str, Any], dict[str, Any]]]:
+    """(spec, epoch record) of every run that recorded its structure per epoch; static runs have none."""
+    for f in structure_files:
+        history = _read(f).get("history", [])
+        if history:
+            spec = _spec(_read(Path(f).with_name("metrics.json"))["spec"])
+            yield from ((spec, h) for h in history)
+
+
+def indegree_table(structure_files: Iterable[str | Path]) -> pd.DataFrame:
+    """One row per run, epoch and unit: its kept incoming weights and input channels (Deconstructing Fig. 3).
+
+    Built column-wise: a ResNet-18 run has ~5k units per epoch."""
+    frames = []
+    for spec, h in _history(structure_files):
+        for layer, (elements, channels) in h["in_degree"].items():
+            frames.append(pd.DataFrame({**spec, "epoch": h["epoch"], "layer": layer, "unit": range(len(elements)),
+                                        "in_degree": elements, "in_channels": channels}))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def overlap_table(structure_files: Iterable[str | Path]) -> pd.DataFrame:
+    """One row per run and epoch: the share of the previous epoch's kept weights this epoch keeps
+    (overlap_prev, NaN where there is no previous record) and the share of this epoch's kept weights
+    the final structure keeps (overlap_final)."""
+    return pd.DataFrame([{**spec, "epoch": h["epoch"], "overlap_prev": h["overlap_prev"],
+                          "overlap_final": h["overlap_final"]} for spec, h in _history(structure_files)])

@@ -5,6 +5,7 @@ a rerun continues (after a resume) or replaces (after a fresh start) its own run
 """
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import time
@@ -146,7 +147,7 @@ class RunTracker:
 
 
 def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def runs_of(uri: str, experiment: str) -> list[Any]:

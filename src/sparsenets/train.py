@@ -154,13 +154,13 @@ def train(
             "density": topo.mask.density, "lr": lr, "seconds": time.perf_counter() - t0,
         }
         result.history.append(row)
+        if on_epoch is not None:  # before the checkpoint, so that what it records is saved with it
+            on_epoch(row, topo)
         if checkpoint is not None:
             atomic_save({"key": checkpoint_key, "epoch": epoch + 1, "model": model.state_dict(),
                          "optimizer": optimizer.state_dict(), "topology": topo.state_dict(),
                          "generator": generator.get_state(), "history": result.history,
                          "extra": extra_state or {}}, checkpoint)
-        if on_epoch is not None:
-            on_epoch(row, topo)
         log(f"epoch {epoch + 1:>3}/{recipe.epochs}  lr {lr:.4g}  train_loss {train_loss:.4f}  "
             f"test_loss {test_loss:.4f}  test_acc {test_acc:.4f}  density {row['density']:.4f}  "
             f"{row['seconds']:.1f}s")

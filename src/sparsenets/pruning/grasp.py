@@ -18,10 +18,11 @@ def grasp(model: nn.Module, density: float, inputs: PruneInputs) -> Mask:
     largest w * Hg; SynFlow's and PHEW's GraSP keep the largest w * Hg directly. Same mask. Their
     division by |sum of scores| does not change the ranking and is left out. g and Hg are taken
     over the prunable weights only (as GraSP's code; PHEW's includes biases and BN in g). BN runs
-    in train mode, as in both codes.
+    in train mode (batch statistics), as in GraSP's and PHEW's code.
     """
     model.train()
-    weights = list(prunable(model).values())
+    named = prunable(model)
+    weights = list(named.values())
     temperature = inputs.options.get("temperature", 200.0)
     batches = pruning_batches(inputs)
 
@@ -37,5 +38,4 @@ def grasp(model: nn.Module, density: float, inputs: PruneInputs) -> Mask:
         # d/dw (g_stopped . grad L) = H g: one double backward per batch
         gnorm = sum((a * b).sum() for a, b in zip(g, loss_grads(x, y, create_graph=True)))
         torch._foreach_add_(hg, torch.autograd.grad(gnorm, weights))
-    names = prunable(model)
-    return Mask.from_scores({k: (w * h).detach() for k, w, h in zip(names, weights, hg)}, density)
+    return Mask.from_scores({k: (w * h).detach() for k, w, h in zip(named, weights, hg)}, density)

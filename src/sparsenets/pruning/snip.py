@@ -21,8 +21,7 @@ def pruning_batches(inputs: PruneInputs) -> list[tuple[Tensor, Tensor]]:
 @register("snip", needs_data=True)
 def snip(model: nn.Module, density: float, inputs: PruneInputs) -> Mask:
     """Score |g * w| with g the cross-entropy gradient summed over the batches. BN runs in train
-    mode (batch statistics), as in SNIP's and GraSP's code: at init its running statistics are
-    placeholders."""
+    mode (batch statistics) as for GraSP: at init its running statistics are placeholders."""
     model.train()
     weights = prunable(model)
     grads = [torch.zeros_like(w) for w in weights.values()]
