@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)  ## run the whole pipeline on the default preset
-	$(BIN)/snakemake --cores $(CORES) --config preset=$(PRESET)
+	$(BIN)/snakemake --cores $(CORES) --rerun-incomplete --config preset=$(PRESET)
 
 dry-run: $(STAMP)
 	$(BIN)/snakemake -n --config preset=$(PRESET)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import traceback
@@ -33,14 +34,15 @@ def cmd_data(a: argparse.Namespace) -> None:
 
 
 def cmd_mlflow_init(a: argparse.Namespace) -> None:
-    from .tracking import init_store
+    from .tracking import init_store, redact
 
     init_store(a.uri, a.experiments)
-    _log(f"tracking store ready at {a.uri} with experiments {', '.join(a.experiments)}")
+    uri = redact(a.uri, a.uri)
+    _log(f"tracking store ready at {uri} with experiments {', '.join(a.experiments)}")
     if a.out:
         from .experiments import write_json
 
-        write_json(a.out, {"uri": a.uri, "experiments": a.experiments})
+        write_json(a.out, {"uri": uri, "experiments": a.experiments})
 
 
 def cmd_mask(a: argparse.Namespace) -> None:
@@ -81,7 +83,8 @@ def cmd_claims(a: argparse.Namespace) -> None:
 
     claims = build(read(a.phew_runs), read(a.phew_layers), read(a.dec_runs), read(a.dec_sensitivity),
                    read(a.dec_overlap))
-    write(claims, a.md, a.csv)
+    tables = [t for t in (a.phew_runs, a.phew_layers, a.dec_runs, a.dec_sensitivity, a.dec_overlap) if t]
+    write(claims, a.md, a.csv, preset=a.preset, tables=tables)
     for c in claims:
         _log(f"{c['id']}: {c['verdict']}")
 
@@ -144,6 +147,15 @@ def _write_csv(df: Any, path: str) -> None:
     write_text(path, df.to_csv(index=False))
 
 
+def cmd_plan(a: argparse.Namespace) -> None:
+    import torch
+
+    from .plan import format_plan, plan
+
+    torch.set_num_threads(a.threads)
+    print(format_plan(*plan(a.preset, a.configfile, a.snakefile)))
+
+
 def cmd_names(a: argparse.Namespace) -> None:
     from .data import DATASETS
     from .models import MODELS
@@ -169,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
 
     s = add("mlflow-init", cmd_mlflow_init, "create the MLflow store and one experiment per study")
-    s.add_argument("--uri", required=True)
+    s.add_argument("--uri", help="default: $SPARSENETS_TRACKING_URI")
     s.add_argument("--experiments", nargs="+", required=True)
     s.add_argument("--out", help="a marker file to write once the store is ready")
 
@@ -206,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = add("claims", cmd_claims, "judge the papers' claims from both studies' tables")
     for t in ("phew-runs", "phew-layers", "dec-runs", "dec-sensitivity", "dec-overlap"):
         s.add_argument(f"--{t}")
+    s.add_argument("--preset", default="", help="named in the header")
     s.add_argument("--md", required=True)
     s.add_argument("--csv", required=True)
 
@@ -225,6 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", nargs="+", required=True, help="output files (.png, .pdf)")
     s.add_argument("--options", type=_json_arg, default={})
     add("names", cmd_names, "print the known models, methods and datasets as JSON")
+
+    s = add("plan", cmd_plan, "count a preset's jobs per study and estimate its GPU- and CPU-hours")
+    s.add_argument("--preset", help="default: the config's own")
+    s.add_argument("--configfile", default="config.yaml")
+    s.add_argument("--snakefile", default="Snakefile")
+    s.add_argument("--threads", type=int, default=1, help="CPU threads per job, for the CPU-hours")
     return p
 
 
@@ -242,14 +261,15 @@ def _run_args(s: argparse.ArgumentParser, study: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "tracking_uri", "unset") is None:
-        import os
-
-        args.tracking_uri = os.environ.get("SPARSENETS_TRACKING_URI")
+    for key in ("tracking_uri", "uri"):  # from the environment: a URI may hold a password, not for `ps`
+        if getattr(args, key, "unset") is None:
+            args.__dict__[key] = os.environ.get("SPARSENETS_TRACKING_URI")
+    if getattr(args, "uri", "unset") is None:
+        build_parser().error("no tracking URI: give --uri or set SPARSENETS_TRACKING_URI")
     try:
         args.fn(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        if isinstance(e, RuntimeError):  # may be deep inside torch: keep the trace in the log
+    except (ValueError, FileNotFoundError, RuntimeError, ArithmeticError) as e:
+        if not type(e).__module__.startswith("sparsenets"):  # maybe deep inside torch: keep the trace
             traceback.print_exc()
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from . import data
+from .devices import claim_device
 from .masks import Mask, atomic_save
 from .models import build_model
 from .pruning import PruneInputs, build_mask, get_method
@@ -59,9 +60,8 @@ def derive_seeds(seed: int) -> dict[str, int]:
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    """For "auto" and "cuda", a GPU no other job holds (parallel jobs share a machine); "cuda:1" is taken as is."""
+    return claim_device(name)
 
 
 def make_mask(model_name: str, dataset_file: str | os.PathLike, method: str, density: float, seed: int,
@@ -116,7 +116,7 @@ def run_training(spec: RunSpec, recipe: Recipe, *, data_file: str | os.PathLike,
     fresh = spec.variant == "reinit" or bool(mask.meta.get("fresh_weights"))
     weight_seed = seeds["reinit_seed"] if fresh else seeds["weight_seed"]
     model = build_model(spec.model, ds.num_classes, ds.input_shape, seed=weight_seed).to(dev)
-    mask.check_model(model, source=f"mask file {mask_file}")
+    mask.check_model(model, source=f"mask file {mask_file}", target=spec.model)
 
     loader_args = dict(batch_size=recipe.batch_size, device=dev, mean=ds.mean, std=ds.std)
     x_train, y_train = ds.x_train, ds.y_train

@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
@@ -109,6 +110,7 @@ def layer_widths(layers: pd.DataFrame, density: float | None = None) -> plt.Figu
                      errorbar="sd", marker="o", ax=ax)
         ax.set(title=f"{panel}, density {target:.4g}", xlabel="prunable layer (input → output)",
                ylabel="width (fraction of units alive)", ylim=(0, 1.05))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     _one_legend(fig, axes)
     return fig
 

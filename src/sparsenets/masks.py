@@ -97,17 +97,17 @@ class Mask(Mapping[str, Tensor]):
     def to(self, device: torch.device | str) -> "Mask":
         return Mask({k: v.to(device) for k, v in self._t.items()}, self.meta)
 
-    def check_model(self, model: nn.Module, source: str = "mask") -> None:
-        """Raise a clear error if this mask does not fit `model`'s prunable weights."""
+    def check_model(self, model: nn.Module, source: str = "mask", target: str = "this model") -> None:
+        """Raise a clear error if this mask does not fit `model`'s prunable weights (`target` names it)."""
         weights = prunable(model)
         built_for = self.meta.get("model", "another model")
         if set(weights) != set(self._t):
             missing = sorted(set(weights) ^ set(self._t))[:3]
-            raise ValueError(f"{source} was built for {built_for} and does not fit this model (tensor names differ: {missing})")
+            raise ValueError(f"{source} was built for {built_for} and does not fit {target} (tensor names differ: {missing})")
         for k, w in weights.items():
             if tuple(w.shape) != tuple(self._t[k].shape):
                 raise ValueError(
-                    f"{source} was built for {built_for} and does not fit this model: "
+                    f"{source} was built for {built_for} and does not fit {target}: "
                     f"{k} has shape {tuple(self._t[k].shape)} in the mask, {tuple(w.shape)} in the model"
                 )
 

@@ -11,6 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
+from urllib.parse import unquote, urlsplit
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
@@ -60,19 +61,49 @@ def _artifact_root(uri: str) -> str | None:
 
 
 def init_store(uri: str, experiments: list[str]) -> None:
-    """Create the store (schema migration) and every experiment once, before jobs fan out."""
+    """Create the store (schema migration) and every experiment once, before jobs fan out.
+
+    An unreachable store fails here within seconds: MLflow's own retries (meant for rate limits)
+    would keep the whole DAG waiting for minutes before saying so. Messages never show a password.
+    """
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    client = MlflowClient(uri)
     try:
+        _probe(uri)
+        client = MlflowClient(uri)
         for name in experiments:
             if client.get_experiment_by_name(name) is None:
                 client.create_experiment(name, artifact_location=_artifact_root(uri))
     except MlflowException as e:
-        raise RuntimeError(f"cannot use the MLflow tracking store {uri}: {e}") from e
+        raise RuntimeError(redact(f"cannot use the MLflow tracking store {uri}: {e}", uri)) from None
     except Exception as e:  # noqa: BLE001 - connection errors come in many types
-        raise RuntimeError(f"cannot reach the MLflow tracking store {uri} ({type(e).__name__}: {e}); "
-                           f"check tracking.uri in config.yaml or ${URI_ENV}") from e
+        raise RuntimeError(redact(f"cannot reach the MLflow tracking store {uri} ({type(e).__name__}: {e}); "
+                                  f"check tracking.uri in config.yaml or ${URI_ENV}", uri)) from None
+
+
+def _probe(uri: str, timeout: int = 10) -> None:
+    """One connection attempt with a timeout: any answer from a server, or a database session."""
+    scheme = urlsplit(uri).scheme
+    if scheme in ("http", "https"):
+        import requests
+
+        requests.get(f"{uri.rstrip('/')}/health", timeout=timeout)
+    elif scheme.split("+")[0] in ("postgresql", "mysql"):
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(uri, connect_args={"connect_timeout": timeout})
+        try:
+            engine.connect().close()
+        finally:
+            engine.dispose()
+
+
+def redact(text: str, uri: str) -> str:
+    """`text` with the password of `uri` (if it has one) replaced by ***."""
+    password = urlsplit(uri).password
+    if not password:
+        return text
+    return text.replace(password, "***").replace(unquote(password), "***")
 
 
 class RunTracker:
@@ -88,7 +119,7 @@ class RunTracker:
             exp_id = exp.experiment_id
         self.experiment_id = exp_id
         self.run_id: str | None = None
-        self.last_step = 0
+        self.logged: set[int] = set()  # epochs already in the run: a resumed job logs each epoch once
 
     def start(self, tags: Mapping[str, Any], params: Mapping[str, Any], resume_run_id: str | None = None) -> str:
         """Continue `resume_run_id` if it is alive; else replace every earlier run of this job."""
@@ -96,7 +127,7 @@ class RunTracker:
             self.run_id = resume_run_id
             _retry(lambda: self.client.update_run(resume_run_id, status="RUNNING"))
             history = _retry(lambda: self.client.get_metric_history(resume_run_id, "test_acc"))
-            self.last_step = max((m.step for m in history), default=0)
+            self.logged = {m.step for m in history}
             return resume_run_id
         for old in self._runs_of_job():
             _retry(lambda: self.client.delete_run(old))
@@ -108,17 +139,17 @@ class RunTracker:
         plist = [Param(k, str(v)[:6000]) for k, v in params.items()]
         for i in range(0, len(plist), 100):
             _retry(lambda: self.client.log_batch(self.run_id, params=plist[i:i + 100]))
-        self.last_step = 0
+        self.logged = set()
         return self.run_id
 
     def log_epoch(self, row: Mapping[str, Any], step: int) -> None:
         """One batch per epoch (many writers locking SQLite per value fail; batches do not)."""
-        if step <= self.last_step:
+        if step in self.logged:
             return
         now = int(time.time() * 1000)
         metrics = [Metric(k, float(v), now, step) for k, v in row.items() if k != "epoch" and _is_number(v)]
         _retry(lambda: self.client.log_batch(self.run_id, metrics=metrics))
-        self.last_step = step
+        self.logged.add(step)
 
     def log_summary(self, values: Mapping[str, float], tags: Mapping[str, Any] | None = None) -> None:
         now = int(time.time() * 1000)
@@ -157,4 +188,4 @@ def runs_of(uri: str, experiment: str) -> list[Any]:
     return [] if exp is None else client.search_runs([exp.experiment_id], max_results=50000)
 
 
-__all__ = ["RunTracker", "default_uri", "git_commit", "init_store", "resolve_uri", "runs_of"]
+__all__ = ["RunTracker", "default_uri", "git_commit", "init_store", "redact", "resolve_uri", "runs_of"]

@@ -19,5 +19,5 @@ rule mlflow_init:
     params:
         experiments=lambda w: " ".join(STUDIES),
     shell:
-        "{PY} -m sparsenets mlflow-init --uri \"$SPARSENETS_TRACKING_URI\" --experiments {params.experiments} "
+        "{PY} -m sparsenets mlflow-init --experiments {params.experiments} "
         "--out {output} > {log} 2>&1"

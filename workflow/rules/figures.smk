@@ -1,5 +1,8 @@
 # Stage 5: the papers' figures, drawn from the tidy tables (never from MLflow queries), and the
-# claims table that says what replicated.
+# claims table that says what replicated. `snakemake --report report.html` puts both, captioned
+# from workflow/report/, into one self-contained page.
+
+report: "../report/workflow.rst"
 
 FIGURES = {  # study -> figure -> the tables it reads
     "phew": {
@@ -30,7 +33,13 @@ rule figure:
     input:
         lambda w: [f"{RESULTS}/{w.study}/tables/{t}.csv" for t in FIGURES[w.study][w.fig]],
     output:
-        png=f"{RESULTS}/{{study}}/figures/{{fig}}.png",
+        png=report(
+            f"{RESULTS}/{{study}}/figures/{{fig}}.png",
+            caption="../report/figure.rst",
+            category="Figures",
+            subcategory="{study}",
+            labels={"figure": "{fig}"},
+        ),
         pdf=f"{RESULTS}/{{study}}/figures/{{fig}}.pdf",
     log:
         f"{LOGS}/{{study}}/figures/{{fig}}.log",
@@ -59,10 +68,11 @@ rule claims:
         },
     output:
         md=f"{RESULTS}/claims.md",
-        csv=f"{RESULTS}/claims.csv",
+        csv=report(f"{RESULTS}/claims.csv", caption="../report/claims.rst", category="Claims"),
     log:
         f"{LOGS}/claims.log",
     params:
         tables=lambda w, input: " ".join(f"--{k.replace('_', '-')} {v}" for k, v in input.items()),
     shell:
-        "{PY} -m sparsenets claims {params.tables} --md {output.md} --csv {output.csv} > {log} 2>&1"
+        "{PY} -m sparsenets claims {params.tables} --preset {config[preset]} --md {output.md} --csv {output.csv} "
+        "> {log} 2>&1"

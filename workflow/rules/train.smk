@@ -2,6 +2,11 @@
 # the same structures retrained from fresh weights (reinit).
 
 RUN = "{dataset}/{model}/{method}/d{density}"
+# What a scheduler reserves per training job: SLURM's --gpus, --time and --mem; locally the gpu
+# count only bounds parallel jobs under `--resources gpu=N` (each job then claims its own device).
+TRAINING_RESOURCES = dict(
+    gpu=config["gpus_per_training_job"], runtime=PRESET["minutes_per_training_job"], mem_mb=8000
+)
 
 
 def mask_input(w):
@@ -34,6 +39,8 @@ rule train:
     log:
         f"{LOGS}/{{study}}/runs/{RUN}/s{{seed}}.log",
     threads: config["threads_per_job"]
+    resources:
+        **TRAINING_RESOURCES,
     params:
         recipe=lambda w: json.dumps(recipe_of(w.study)),
         topology=lambda w: plan(w.study, w.method)["topology"],
@@ -55,6 +62,8 @@ rule train_reinit:
     log:
         f"{LOGS}/{{study}}/runs/{RUN}/reinit/s{{seed}}.log",
     threads: config["threads_per_job"]
+    resources:
+        **TRAINING_RESOURCES,
     params:
         recipe=lambda w: json.dumps(recipe_of(w.study)),
         topology="static",

@@ -41,6 +41,8 @@ def flow_prune(model: nn.Module, density: float, inputs: PruneInputs, power: int
     scoring and thresholding cost grows with the live count, not the layer size."""
     model.eval()
     iterations = int(inputs.options.get("iterations", 100))
+    if iterations < 1:
+        raise ValueError(f"synflow option 'iterations' must be at least 1, got {iterations}")
     weights = prunable(model)
     device, f64 = next(iter(weights.values())).device, torch.float64
     magnitude = [w.detach().to(f64).abs().flatten() for w in weights.values()]

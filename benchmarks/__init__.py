@@ -1,0 +1,59 @@
+"""Benchmarks of what a user pays for: training throughput, mask building, job start-up, the whole DAG.
+
+`python -m benchmarks` (what `make bench` runs) runs them all and writes results/bench/bench.json.
+The machine may be shared, so every comparison runs its sides alternately, in one process, and
+quotes medians: a neighbour's load then slows both sides alike.
+"""
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def config() -> dict:
+    """The pipeline's config.yaml: benchmarks use its recipes and thread count, not copies of them."""
+    return yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+def alternate(sides: dict[str, Callable[[], float]], rounds: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Call every side once per round, rotating which goes first; the warm-up rounds are not kept."""
+    names = list(sides)
+    out: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(warmup + rounds):
+        first = r % len(names)
+        for n in names[first:] + names[:first]:
+            value = sides[n]()
+            if r >= warmup:
+                out[n].append(value)
+    return out
+
+
+def ratio(a: list[float], b: list[float]) -> float:
+    """The median of the per-round ratios a/b: the two sides of a round ran under the same load."""
+    return statistics.median(x / y for x, y in zip(a, b, strict=True))
+
+
+@dataclass(frozen=True)
+class Target:
+    """A figure the benchmarks must reach; `at_least` for speed-ups, else an upper bound on a cost."""
+
+    key: str
+    value: float
+    limit: float
+    at_least: bool
+    unit: str = "×"
+
+    @property
+    def met(self) -> bool:
+        return self.value >= self.limit if self.at_least else self.value <= self.limit
+
+    def verdict(self) -> str:
+        sign = (">=" if self.met else "<") if self.at_least else ("<=" if self.met else ">")
+        state = "target met" if self.met else "target not met"
+        return f"{state}: {self.value:.3g}{self.unit} {sign} {self.limit:g}{self.unit}"

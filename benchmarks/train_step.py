@@ -1,0 +1,169 @@
+"""Training throughput: our step against a plain torchvision loop, and what the static mask costs.
+
+Both sides train the same network from the same init with the same SGD recipe and batch size, on
+random uint8 images of CIFAR's shape, at the same torch thread count (the pipeline's
+`threads_per_job`). Ours is `sparsenets.train.train` as a job runs it: a DeviceLoader cropping,
+flipping and normalising on the device, a static mask, the recipe's precision and layout. The
+reference is what a user would write: torchvision RandomCrop(32, padding=4), RandomHorizontalFlip,
+ToTensor and Normalize on PIL images in a DataLoader whose workers get the spare cores; fp32 NCHW.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import statistics
+import time
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms
+
+from sparsenets import data
+from sparsenets.masks import Mask, prunable
+from sparsenets.models import build_model
+from sparsenets.topology import Topology, register
+from sparsenets.train import Recipe, evaluate, seeded_generator, train
+
+from . import alternate, config, ratio
+
+BATCH = 128
+SHAPE, CLASSES = (3, 32, 32), 10
+MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+REFERENCE_IMAGES = 5000
+
+
+@register("bench-unmasked")
+class Unmasked(Topology):
+    """The static loop without the mask's per-step work: the baseline the mask's overhead is measured against."""
+
+    def before_step(self, step: int) -> None:
+        pass
+
+    def after_step(self, step: int) -> None:
+        pass
+
+
+def cifar_like(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), rng.integers(0, CLASSES, n).astype(np.int64)
+
+
+def random_mask(model: torch.nn.Module, density: float, seed: int = 0) -> Mask:
+    g = torch.Generator().manual_seed(seed)
+    return Mask.from_scores({k: torch.rand(w.shape, generator=g) for k, w in prunable(model).items()}, density)
+
+
+def recipe(**overrides: Any) -> Recipe:
+    """One epoch of the pipeline's `quick` recipe (its lr and momentum; no lr step within it)."""
+    quick = {**config()["recipes"]["quick"], "epochs": 1, "milestones": [], "train_subset": None}
+    return Recipe.from_dict({**quick, "batch_size": BATCH, **overrides})
+
+
+def ours(model_name: str, device: torch.device, steps: int, *, topology: str = "static",
+         topology_options: dict | None = None, density: float = 0.1, **overrides: Any) -> Callable[[], float]:
+    """A call trains one epoch of `steps` batches with `train` and returns its images per second."""
+    rec = recipe(**overrides)
+    x, y = cifar_like(steps * BATCH)
+    model = build_model(model_name, CLASSES, SHAPE, seed=0).to(device)
+    mask = random_mask(model, density)
+    loader = dict(batch_size=BATCH, device=device, mean=MEAN, std=STD)  # as run_training builds them
+    train_loader = data.DeviceLoader(x, y, train=True, seed=0, augment=rec.augment, **loader)
+    no_test = data.DeviceLoader(x[:0], y[:0], train=False, seed=0, **loader)  # the epoch's time is the training's
+
+    def run() -> float:
+        result = train(model, mask, rec, train_loader, no_test, generator=seeded_generator(0), topology=topology,
+                       topology_options=topology_options, log=lambda _: None)
+        return steps * BATCH / result.history[-1]["seconds"]
+
+    return run
+
+
+class _PIL(Dataset):
+    """uint8 NHWC images served as PIL images through transforms, as torchvision's CIFAR10 does."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, transform: Callable) -> None:
+        self.x, self.y, self.transform = x, y, transform
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.transform(Image.fromarray(self.x[i])), int(self.y[i])
+
+
+def reference_workers(threads: int) -> int:
+    """Loader workers a user would give: the cores the training threads leave free, at least one."""
+    return max(1, (os.cpu_count() or 1) - threads)
+
+
+def reference(model_name: str, device: torch.device, steps: int, workers: int) -> Callable[[], float]:
+    """A call trains `steps` batches of the plain loop and returns its images per second."""
+    rec = recipe()
+    x, y = cifar_like(REFERENCE_IMAGES)
+    augment = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
+                                  transforms.ToTensor(), transforms.Normalize(MEAN, STD)])
+    loader = DataLoader(_PIL(x, y, augment), batch_size=BATCH, shuffle=True, drop_last=True, num_workers=workers,
+                        persistent_workers=workers > 0, pin_memory=device.type == "cuda",
+                        generator=torch.Generator().manual_seed(0))
+    batches: Iterator = itertools.chain.from_iterable(iter(loader) for _ in itertools.count())
+    model = build_model(model_name, CLASSES, SHAPE, seed=0).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=rec.lr, momentum=rec.momentum, nesterov=rec.nesterov,
+                                weight_decay=rec.weight_decay)
+
+    def run() -> float:
+        model.train()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            xb, yb = next(batches)
+            loss = F.cross_entropy(model(xb.to(device, non_blocking=True)), yb.to(device, non_blocking=True))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        loss.item()  # wait for the device
+        return steps * BATCH / (time.perf_counter() - t0)
+
+    return run
+
+
+def compare(model_name: str, device: torch.device, *, threads: int, rounds: int, steps: int,
+            bf16: bool = False) -> dict[str, Any]:
+    """Images per second of ours and of the reference (and of ours in bf16), alternated round by round."""
+    sides = {"ours": ours(model_name, device, steps),
+             "reference": reference(model_name, device, steps, reference_workers(threads))}
+    if bf16:
+        sides["ours_bf16"] = ours(model_name, device, steps, precision="bf16")
+    ips = alternate(sides, rounds)
+    out = {f"{k}_images_per_s": statistics.median(v) for k, v in ips.items()}
+    out["speedup"] = ratio(ips["ours"], ips["reference"])
+    if bf16:
+        out["bf16_speedup"] = ratio(ips["ours_bf16"], ips["reference"])
+    out["reference_workers"] = reference_workers(threads)
+    return out
+
+
+def mask_overhead(model_name: str, device: torch.device, *, rounds: int, steps: int) -> float:
+    """Time of the masked static step over the same step without the mask's work (1.0: free)."""
+    ips = alternate({"masked": ours(model_name, device, steps),
+                     "unmasked": ours(model_name, device, steps, topology="bench-unmasked")}, rounds)
+    return ratio(ips["unmasked"], ips["masked"])
+
+
+def evaluation(model_name: str, device: torch.device, batches: int) -> Callable[[], float]:
+    """A call evaluates `batches` test batches with `evaluate` and returns images per second."""
+    rec = recipe()
+    x, y = cifar_like(batches * BATCH, seed=1)
+    model = build_model(model_name, CLASSES, SHAPE, seed=0).to(device)
+    if rec.uses_channels_last(device):
+        model.to(memory_format=torch.channels_last)
+    test = data.DeviceLoader(x, y, batch_size=BATCH, device=device, mean=MEAN, std=STD, train=False, seed=0)
+
+    def run() -> float:
+        t0 = time.perf_counter()
+        evaluate(model, test, rec.uses_bf16(device))
+        return batches * BATCH / (time.perf_counter() - t0)
+
+    return run

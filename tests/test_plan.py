@@ -1,0 +1,69 @@
+"""The plan's job counts are Snakemake's; its hours follow from per-epoch costs."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from conftest import REPO
+from sparsenets import data
+from sparsenets.plan import DATASET_SIZES, EpochCost, StudyPlan, format_plan, measure_cpu, parse_job_stats, plan
+from test_workflow import snakemake
+
+STATS = """Building DAG of jobs...
+Job stats:
+job         count
+--------  -------
+mask           18
+train          18
+total          36
+
+Job stats:
+job         count
+--------  -------
+mask            1
+total           1
+"""
+
+
+def first_job_stats(text: str) -> dict[str, int]:
+    table = text[text.index("Job stats:"):].split("total")[0]
+    return {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+def test_tiny_plan_reports_snakemakes_job_counts(tmp_path):
+    preset, plans = plan("tiny", REPO / "config.yaml", REPO / "Snakefile")
+    whole = first_job_stats(snakemake(tmp_path, "-n", "--quiet", "rules", "--config", "preset=tiny").stdout)
+    assert preset == "tiny" and [p.study for p in plans] == ["phew", "deconstructing"]
+    for rule in ("mask", "imp_mask", "train", "train_reinit", "sensitivity"):
+        assert sum(p.jobs.get(rule, 0) for p in plans) == whole.get(rule, 0), rule
+    assert plans[0].jobs["train"] == 18 and "imp_mask" not in plans[0].jobs  # PHEW: 9 methods x 2 densities
+    assert all(c.cpu > 0 and c.gpu > 0 for p in plans for c in p.costs)
+    text = format_plan(preset, plans)
+    assert "phew" in text and "deconstructing" in text and "digits/convnet" in text
+
+
+def test_parse_job_stats_reads_the_first_table():
+    assert parse_job_stats(STATS) == {"mask": 18, "train": 18}
+    with pytest.raises(ValueError, match="no job stats"):
+        parse_job_stats("Nothing to be done.")
+
+
+def test_hours_share_training_runs_evenly_among_networks():
+    costs = [EpochCost("cifar10", "vgg19", cpu=10.0, gpu=1.0), EpochCost("cifar10", "resnet20", cpu=20.0, gpu=2.0)]
+    study = StudyPlan("phew", {"mask": 5, "train": 10, "train_reinit": 2}, epochs=3, costs=costs)
+    assert study.hours("cpu") == pytest.approx(6 * 3 * (10 + 20) / 3600)  # 12 runs, 6 per network
+    assert study.hours("gpu") == pytest.approx(6 * 3 * (1 + 2) / 3600)
+
+
+@pytest.mark.parametrize("name", ["digits", "synthetic"])
+def test_dataset_sizes_match_the_prepared_files(name, tmp_path):
+    ds = data.load(data.prepare(name, tmp_path / f"{name}.npz"))
+    assert DATASET_SIZES[name] == (len(ds.y_train), len(ds.y_test), tuple(ds.input_shape), ds.num_classes)
+
+
+def test_measured_throughput_is_positive_and_testing_is_cheaper():
+    train, test = measure_cpu("mlp", "digits", batch=64)
+    assert 0 < train < test
+    with pytest.raises(ValueError, match="no size known for dataset 'imagenet'"):
+        measure_cpu("mlp", "imagenet")
