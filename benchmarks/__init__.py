@@ -6,10 +6,13 @@ quotes medians: a neighbour's load then slows both sides alike.
 """
 from __future__ import annotations
 
+import multiprocessing
 import statistics
+import traceback
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import yaml
 
@@ -32,6 +35,62 @@ def alternate(sides: dict[str, Callable[[], float]], rounds: int, warmup: int = 
             if r >= warmup:
                 out[n].append(value)
     return out
+
+
+class Isolated:
+    """A benchmark side in a spawned process of its own: `make()` (picklable, e.g. a functools.partial
+    of a module-level function) sets the side up there and returns a round; calling this runs one.
+
+    Sides share nothing then: not the allocator's state, nor the threads, nor the memory a forked
+    DataLoader worker would inherit.
+    """
+
+    def __init__(self, make: Callable[[], Callable[[], float]], threads: int) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_serve, args=(child, make, threads))
+        self._proc.start()
+        self._answer()  # set up, or the side's traceback
+
+    def __call__(self) -> float:
+        self._conn.send(True)
+        return self._answer()
+
+    def close(self) -> None:
+        if self._proc.is_alive():
+            self._conn.send(False)
+        self._proc.join()
+
+    def _answer(self) -> float:
+        ok, value = self._conn.recv()
+        if not ok:
+            self._proc.join()
+            raise RuntimeError(f"a benchmark side failed in its process:\n{value}")
+        return value
+
+
+def _serve(conn, make: Callable[[], Callable[[], float]], threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    try:
+        round_ = make()
+        conn.send((True, 0.0))
+        while conn.recv():
+            conn.send((True, round_()))
+    except Exception:  # noqa: BLE001 - any failure goes back to the parent with its trace
+        conn.send((False, traceback.format_exc()))
+
+
+@contextmanager
+def isolated(makes: dict[str, Callable[[], Callable[[], float]]], threads: int) -> Iterator[dict[str, Isolated]]:
+    """Every side set up in its own process, all closed on exit."""
+    with ExitStack() as stack:
+        sides = {}
+        for name, make in makes.items():
+            sides[name] = Isolated(make, threads)
+            stack.callback(sides[name].close)
+        yield sides
 
 
 def ratio(a: list[float], b: list[float]) -> float:

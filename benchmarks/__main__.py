@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import statistics
@@ -12,9 +13,10 @@ from typing import Any, Callable, Iterator
 
 import torch
 
+from sparsenets.cli import keep_freed_memory
 from sparsenets.experiments import write_json
 
-from . import REPO, Target, alternate, config
+from . import REPO, Target, alternate, config, isolated
 from .end_to_end import quick_preset_estimate, tiny_preset
 from .masks import DENSITIES, METHODS, MODELS, available, mask_seconds
 from .overhead import job_overhead
@@ -44,8 +46,9 @@ def threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def median_of(fn: Callable[[], float], rounds: int) -> float:
-    return statistics.median(alternate({"only": fn}, rounds)["only"])
+def median_of(make: Callable[[], Callable[[], float]], threads: int, rounds: int) -> float:
+    with isolated({"only": make}, threads) as side:
+        return statistics.median(alternate(side, rounds)["only"])
 
 
 def run(device: torch.device, quick: bool) -> dict[str, Any]:
@@ -55,16 +58,17 @@ def run(device: torch.device, quick: bool) -> dict[str, Any]:
     res: dict[str, Any] = {"device": device.type, "machine": machine(device), "torch": torch.__version__,
                            "date": time.strftime("%Y-%m-%d %H:%M"), "threads_per_job": per_job, "quick": quick}
     log = _logger()
-    with threads(per_job):  # the thread count every training job runs at
-        log("training step: ours vs the torchvision reference")
-        res["train_step"] = {m: compare(m, device, threads=per_job, rounds=rounds, steps=s, bf16=cpu and m == "resnet20")
-                             for m, s in STEPS.items()}
-        res["train_step_speedup"] = res["train_step"]["resnet20"]["speedup"]
-        log("mask overhead")
-        res["mask_overhead_by_model"] = {m: mask_overhead(m, device, rounds=rounds, steps=s) for m, s in STEPS.items()}
-        res["mask_overhead"] = res["mask_overhead_by_model"]["resnet20"]
-        log("two conv nets stacked in one step vs one after the other")
-        res["stacking"] = stacking_gain(2, device, rounds=rounds, steps=STEPS["convnet"])
+    keep_freed_memory()  # the mask builders run in this process, as in a job
+    log("training step: ours vs the torchvision reference")
+    res["train_step"] = {m: compare(m, device, threads=per_job, rounds=rounds, steps=s, bf16=cpu and m == "resnet20")
+                         for m, s in STEPS.items()}
+    res["train_step_speedup"] = res["train_step"]["resnet20"]["speedup"]
+    log("mask overhead")
+    res["mask_overhead_by_model"] = {m: mask_overhead(m, device, threads=per_job, rounds=rounds, steps=s)
+                                     for m, s in STEPS.items()}
+    res["mask_overhead"] = res["mask_overhead_by_model"]["resnet20"]
+    log("two conv nets stacked in one step vs one after the other")
+    res["stacking"] = stacking_gain(2, device, threads=per_job, rounds=rounds, steps=STEPS["convnet"])
     log("per-job start-up")
     res.update(job_overhead(rounds))
     if not quick:
@@ -87,15 +91,13 @@ def _quick_estimate(res: dict[str, Any], device: torch.device, rounds: int, per_
         if topology == "static" and model in res["train_step"]:
             ips = res["train_step"][model]["ours_images_per_s"]
         else:
-            with threads(per_job):
-                ips = median_of(ours(model, device, DYNAMIC_STEPS, topology=topology, topology_options=options),
-                                rounds)
+            make = functools.partial(ours, model, device, DYNAMIC_STEPS, topology=topology, topology_options=options)
+            ips = median_of(make, per_job, rounds)
         measured["train_images_per_s"][f"{model}/{topology}"] = ips
         return ips
 
     def eval_ips(model: str) -> float:
-        with threads(per_job):
-            ips = median_of(evaluation(model, device, 2 * STEPS.get(model, 5)), rounds)
+        ips = median_of(functools.partial(evaluation, model, device, 2 * STEPS.get(model, 5)), per_job, rounds)
         measured["eval_images_per_s"][model] = ips
         return ips
 

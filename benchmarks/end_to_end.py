@@ -94,11 +94,15 @@ def estimate(jobs: list[Any], *, train_ips: dict[tuple[str, str], float], eval_i
             "estimate_s": total / slots}
 
 
-def quick_preset_estimate(measure_train: Callable[[str, str], float], measure_eval: Callable[[str], float],
+def quick_preset_estimate(measure_train: Callable[[str, str, dict], float], measure_eval: Callable[[str], float],
                           measure_mask: Callable[[str, str, float], float], job_s: float) -> dict[str, Any]:
     """The quick preset's estimate: each (model, topology), model and mask method is measured once."""
     jobs = preset_jobs("quick")
-    trains = {(j.model, topology_of(j)) for j in jobs if j.cmd == "train"}
+    trains: dict[tuple[str, str], dict] = {}  # (model, topology) -> the options of its dearest run
+    for j in (j for j in jobs if j.cmd == "train"):
+        key = (j.model, topology_of(j))
+        if key not in trains or "freeze_epoch" in trains[key]:  # DNW frozen after k epochs trains statically
+            trains[key] = j.topology_options
     models = {m for m, _ in trains} | {model_of_run(j.run_dir) for j in jobs if j.cmd == "sensitivity"}
     masks: dict[tuple[str, str], float] = {}
     for j in jobs:
@@ -106,7 +110,7 @@ def quick_preset_estimate(measure_train: Callable[[str, str], float], measure_ev
             masks[j.model, j.method] = max(masks.get((j.model, j.method), 0.0), j.density)
     cfg = config()
     slots = max(1, (os.cpu_count() or 1) // cfg["threads_per_job"])
-    out = estimate(jobs, train_ips={k: measure_train(*k) for k in sorted(trains)},
+    out = estimate(jobs, train_ips={k: measure_train(*k, trains[k]) for k in sorted(trains)},
                    eval_ips={m: measure_eval(m) for m in sorted(models)},
                    mask_s={k: measure_mask(*k, d) for k, d in sorted(masks.items())}, job_s=job_s, slots=slots)
     out["job_counts"] = dict(Counter(j.cmd for j in jobs))

@@ -75,7 +75,10 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=METHODS)
     parser.add_argument("--models", nargs="+", default=MODELS)
     parser.add_argument("--densities", nargs="+", type=float, default=DENSITIES)
+    parser.add_argument("--threads", type=int, help="CPU threads (default: torch's); 1 is faster on a shared machine")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(header(args.models, args.densities), flush=True)
     for method in available(args.methods):  # a row per method, printed as soon as it is timed
         seconds = mask_seconds([method], args.models, args.densities, args.device)

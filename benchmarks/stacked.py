@@ -7,6 +7,7 @@ because a vmapped forward cannot update them in place.
 """
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from typing import Callable
@@ -15,13 +16,15 @@ import torch
 from torch.func import functional_call, replace_all_batch_norm_modules_, stack_module_state, vmap
 from torch.nn import functional as F
 
+from sparsenets.cli import keep_freed_memory
 from sparsenets.models import build_model
 
-from . import alternate, ratio
+from . import alternate, isolated, ratio
 from .train_step import BATCH, CLASSES, SHAPE, recipe
 
 
 def _nets(n: int, device: torch.device) -> list[torch.nn.Module]:
+    keep_freed_memory()  # either way is a job
     nets = [build_model("convnet", CLASSES, SHAPE, seed=i).to(device) for i in range(n)]
     for net in nets:
         replace_all_batch_norm_modules_(net)
@@ -88,9 +91,11 @@ def stacked(n: int, steps: int, device: torch.device) -> Callable[[], float]:
     return run
 
 
-def stacking_gain(n: int, device: torch.device, *, rounds: int, steps: int) -> dict[str, float]:
+def stacking_gain(n: int, device: torch.device, *, threads: int, rounds: int, steps: int) -> dict[str, float]:
     """Images per second of both ways, and their ratio (above 1: stacking helps)."""
-    ips = alternate({"stacked": stacked(n, steps, device), "one_after_another": one_after_another(n, steps, device)},
-                    rounds)
+    makes = {"stacked": functools.partial(stacked, n, steps, device),
+             "one_after_another": functools.partial(one_after_another, n, steps, device)}
+    with isolated(makes, threads) as sides:
+        ips = alternate(sides, rounds)
     return {"nets": n, **{f"{k}_images_per_s": statistics.median(v) for k, v in ips.items()},
             "gain": ratio(ips["stacked"], ips["one_after_another"])}

@@ -9,6 +9,7 @@ ToTensor and Normalize on PIL images in a DataLoader whose workers get the spare
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import statistics
@@ -23,12 +24,13 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from sparsenets import data
+from sparsenets.cli import keep_freed_memory
 from sparsenets.masks import Mask, prunable
 from sparsenets.models import build_model
 from sparsenets.topology import Topology, register
 from sparsenets.train import Recipe, evaluate, seeded_generator, train
 
-from . import alternate, config, ratio
+from . import alternate, config, isolated, ratio
 
 BATCH = 128
 SHAPE, CLASSES = (3, 32, 32), 10
@@ -66,6 +68,7 @@ def recipe(**overrides: Any) -> Recipe:
 def ours(model_name: str, device: torch.device, steps: int, *, topology: str = "static",
          topology_options: dict | None = None, density: float = 0.1, **overrides: Any) -> Callable[[], float]:
     """A call trains one epoch of `steps` batches with `train` and returns its images per second."""
+    keep_freed_memory()  # as every job does when it starts
     rec = recipe(**overrides)
     x, y = cifar_like(steps * BATCH)
     model = build_model(model_name, CLASSES, SHAPE, seed=0).to(device)
@@ -132,11 +135,12 @@ def reference(model_name: str, device: torch.device, steps: int, workers: int) -
 def compare(model_name: str, device: torch.device, *, threads: int, rounds: int, steps: int,
             bf16: bool = False) -> dict[str, Any]:
     """Images per second of ours and of the reference (and of ours in bf16), alternated round by round."""
-    sides = {"ours": ours(model_name, device, steps),
-             "reference": reference(model_name, device, steps, reference_workers(threads))}
+    makes = {"ours": functools.partial(ours, model_name, device, steps),
+             "reference": functools.partial(reference, model_name, device, steps, reference_workers(threads))}
     if bf16:
-        sides["ours_bf16"] = ours(model_name, device, steps, precision="bf16")
-    ips = alternate(sides, rounds)
+        makes["ours_bf16"] = functools.partial(ours, model_name, device, steps, precision="bf16")
+    with isolated(makes, threads) as sides:
+        ips = alternate(sides, rounds)
     out = {f"{k}_images_per_s": statistics.median(v) for k, v in ips.items()}
     out["speedup"] = ratio(ips["ours"], ips["reference"])
     if bf16:
@@ -145,15 +149,18 @@ def compare(model_name: str, device: torch.device, *, threads: int, rounds: int,
     return out
 
 
-def mask_overhead(model_name: str, device: torch.device, *, rounds: int, steps: int) -> float:
+def mask_overhead(model_name: str, device: torch.device, *, threads: int, rounds: int, steps: int) -> float:
     """Time of the masked static step over the same step without the mask's work (1.0: free)."""
-    ips = alternate({"masked": ours(model_name, device, steps),
-                     "unmasked": ours(model_name, device, steps, topology="bench-unmasked")}, rounds)
+    makes = {"masked": functools.partial(ours, model_name, device, steps),
+             "unmasked": functools.partial(ours, model_name, device, steps, topology="bench-unmasked")}
+    with isolated(makes, threads) as sides:
+        ips = alternate(sides, rounds)
     return ratio(ips["unmasked"], ips["masked"])
 
 
 def evaluation(model_name: str, device: torch.device, batches: int) -> Callable[[], float]:
     """A call evaluates `batches` test batches with `evaluate` and returns images per second."""
+    keep_freed_memory()
     rec = recipe()
     x, y = cifar_like(batches * BATCH, seed=1)
     model = build_model(model_name, CLASSES, SHAPE, seed=0).to(device)

@@ -1,6 +1,8 @@
 """Shared test fixtures: tiny data and models, all offline and seeded."""
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -22,3 +24,27 @@ def digits_npz(tmp_path_factory) -> Path:
     from sparsenets import data
 
     return data.prepare("digits", tmp_path_factory.mktemp("data") / "digits.npz")
+
+
+SNAKEMAKE = str(Path(PY).with_name("snakemake"))
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True, env: dict | None = None,
+              configfile: bool = True) -> subprocess.CompletedProcess:
+    """The real snakemake CLI on the repo's workflow, run in `workdir`."""
+    config = ["--configfile", str(REPO / "config.yaml")] if configfile else []
+    cmd = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), *config, "--directory", str(workdir), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=1500,
+                          stdin=subprocess.DEVNULL)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """The whole tiny pipeline, run once per session and shared by the end-to-end tests."""
+    work = tmp_path_factory.mktemp("tiny")
+    # four jobs at once on two cores: parallel writers to the default SQLite store lose nothing
+    snakemake(work, "--cores", "4", "--config", "preset=tiny", env={"SPARSENETS_TRACKING_URI": ""})
+    return work

@@ -27,7 +27,7 @@ def phew_runs(acc=None, trace=None) -> pd.DataFrame:
     acc = acc or {"phew": 0.80, "synflow": 0.75, "synflow-l2": 0.76, "random": 0.70}
     trace = trace or {"phew": 1e8, "synflow": 1e9, "synflow-l2": 1e9, "random": 1e2}
     runs = _runs(acc, "final_test_acc")
-    return runs.assign(path_kernel_trace=runs["method"].map(trace))
+    return runs.assign(init_path_kernel_trace=runs["method"].map(trace))
 
 
 def phew_layers(narrowest=None) -> pd.DataFrame:

@@ -8,7 +8,7 @@ import pytest
 from conftest import REPO
 from sparsenets import data
 from sparsenets.plan import DATASET_SIZES, EpochCost, StudyPlan, format_plan, measure_cpu, parse_job_stats, plan
-from test_workflow import snakemake
+from conftest import snakemake
 
 STATS = """Building DAG of jobs...
 Job stats:

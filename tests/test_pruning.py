@@ -9,7 +9,7 @@ from sparsenets.masks import Mask, keep_count, prunable
 from sparsenets.models import build_model
 from sparsenets.pruning import PruneInputs, build_mask, get_method
 from sparsenets.pruning.random import erk_densities, layer_counts, uniform_densities
-from sparsenets.pruning.synflow import top_k
+from sparsenets.pruning.synflow import smallest
 
 SHAPES = {"mlp": (1, 8, 8), "convnet": (1, 8, 8), "resnet20": (3, 8, 8)}
 METHODS = ["random", "random-erk", "magnitude", "snip", "grasp", "synflow", "synflow-l2"]
@@ -189,9 +189,14 @@ def test_synflow_is_scale_free_where_float32_overflows() -> None:
     assert same(mask, build_mask("synflow", model, 0.05, make_inputs(SHAPES["mlp"])))
 
 
-def test_top_k_breaks_ties_like_a_stable_sort() -> None:
-    x = torch.randint(0, 5, (1000,), generator=torch.Generator().manual_seed(0)).double()
-    for k in (0, 1, 137, 500, 999, 1000):
-        expected = torch.zeros(1000, dtype=torch.bool)
-        expected[torch.sort(x, descending=True, stable=True).indices[:k]] = True
-        assert torch.equal(top_k(x, k), expected)
+@pytest.mark.parametrize("misled", [False, True])
+def test_smallest_breaks_ties_like_a_stable_sort(misled: bool) -> None:
+    """Scores with many ties; `misled` puts the smallest value exactly where the strided sample
+    looks (every 4th entry), so its bracket is too tight and the full selection must take over."""
+    n = 300_000
+    x = torch.randint(0, 7, (n,), generator=torch.Generator().manual_seed(0)).double()
+    if misled:
+        x[::4] = -1
+    for d in (0, 1, n // 7, n // 2, n - 1, n):
+        expected = torch.sort(x, descending=True, stable=True).indices[n - d:]
+        assert torch.equal(smallest(x, d).sort().values, expected.sort().values)

@@ -32,7 +32,7 @@ from sparsenets.models import build_model
 from sparsenets.pruning import PruneInputs, build_mask
 from sparsenets.tracking import init_store
 from sparsenets.train import Recipe, seeded_generator
-from test_workflow import SNAKEMAKE, snakemake
+from conftest import SNAKEMAKE, snakemake
 
 # ------------------------------------------------------------------ a one-run slice of the DAG
 RECIPE = {"epochs": 8, "batch_size": 64, "lr": 0.05, "milestones": [4], "augment": False}  # ~0.2 s per epoch

@@ -6,14 +6,14 @@ import re
 
 import pytest
 
-from test_workflow import snakemake, tiny_run  # noqa: F401 (the fixture)
+from conftest import snakemake
 
 FIGURES = {"phew": ["accuracy_vs_density", "layer_widths", "path_kernel", "train_loss"],
            "deconstructing": ["reinit", "sensitivity", "indegree", "freezing"]}
 
 
 @pytest.fixture(scope="module")
-def report(tiny_run):  # noqa: F811 (the imported fixture)
+def report(tiny_run):
     """The report's results, as the page embeds them: path -> name, caption (HTML), data URI, ..."""
     page = tiny_run / "report.html"
     snakemake(tiny_run, "--report", str(page), "--config", "preset=tiny")

@@ -1,82 +1,87 @@
 """The whole DAG through the real snakemake on the tiny preset, checked file by file and run by run."""
 from __future__ import annotations
 
-import os
 import sqlite3
-import subprocess
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from conftest import PY, REPO
+from conftest import REPO, snakemake
 
-SNAKEMAKE = str(Path(PY).with_name("snakemake"))
-
-
-def snakemake(workdir: Path, *args: str, check: bool = True, env: dict | None = None,
-              configfile: bool = True) -> subprocess.CompletedProcess:
-    """The real snakemake CLI on the repo's workflow, run in `workdir`."""
-    config = ["--configfile", str(REPO / "config.yaml")] if configfile else []
-    cmd = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), *config, "--directory", str(workdir), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=1500,
-                          stdin=subprocess.DEVNULL)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
-    return proc
+CONFIG = yaml.safe_load((REPO / "config.yaml").read_text())
+TINY = CONFIG["presets"]["tiny"]["studies"]
+RUN_FILES = ("metrics.json", "model.pt", "mask.pt", "structure.json")
+FIGURES = {"phew": ["accuracy_vs_density", "layer_widths", "path_kernel", "train_loss"],
+           "deconstructing": ["reinit", "sensitivity", "indegree", "freezing"]}
+TABLES = {"phew": ["runs", "epochs", "layers"], "deconstructing": ["runs", "sensitivity", "indegree", "overlap"]}
 
 
-def tiny_config() -> dict:
-    return yaml.safe_load((REPO / "config.yaml").read_text())["presets"]["tiny"]["studies"]
-
-
-def expected_runs(study: str) -> list[tuple]:
-    s = tiny_config()[study]
-    return [(d, m, meth, f"{float(dens):.4g}", seed) for d in s["datasets"] for m in s["models"]
-            for meth in s["methods"] for dens in s["densities"] for seed in s["seeds"]]
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Path:
-    work = tmp_path_factory.mktemp("tiny")
-    snakemake(work, "--cores", "2", "--config", "preset=tiny", env={"SPARSENETS_TRACKING_URI": ""})
-    return work
+def run_names(study: str) -> list[str]:
+    """Every training run of a study in the tiny preset, by its MLflow name (= its folder)."""
+    s = TINY[study]
+    densities = s.get("densities") or [(1 - s["imp"]["rate"]) ** level for level in s["imp"]["levels"]]
+    grid = [(d, m, meth, f"{float(dens):.4g}", seed) for d in s["datasets"] for m in s["models"]
+            for meth in s["methods"] for dens in densities for seed in s["seeds"]]
+    names = [f"{d}/{m}/{meth}/d{dens}/s{seed}" for d, m, meth, dens, seed in grid]
+    if study == "deconstructing":
+        names += [f"{d}/{m}/{meth}/d{dens}/reinit/s{seed}" for d, m, meth, dens, seed in grid]
+        focus = f"{(1 - s['imp']['rate']) ** s['focus_level']:.4g}"
+        names += [f"{d}/{m}/dnw-freeze{k}/d{focus}/s{seed}" for d in s["datasets"] for m in s["models"]
+                  for k in s["freeze_epochs"] for seed in s["seeds"]]
+        # the IMP chain trains every level up to the last, and level 0 is the dense run
+        rate, last = s["imp"]["rate"], max(s["imp"]["levels"])
+        names += [f"{d}/{m}/imp/d{(1 - rate) ** level:.4g}/s{seed}" for d in s["datasets"] for m in s["models"]
+                  for level in range(1, last) if level not in s["imp"]["levels"] for seed in s["seeds"]]
+        names += [f"{d}/{m}/random/d1/s{seed}" for d in s["datasets"] for m in s["models"] for seed in s["seeds"]]
+    return names
 
 
 @pytest.mark.e2e
-def test_every_declared_output_exists(tiny_run):
-    res = tiny_run / "results"
-    for d, m, meth, dens, seed in expected_runs("phew"):
-        run = res / "phew" / "runs" / d / m / meth / f"d{dens}" / f"s{seed}"
-        for f in ("metrics.json", "model.pt", "mask.pt", "structure.json"):
-            assert (run / f).stat().st_size > 0, run / f
-        assert not (run / "checkpoint.pt").exists()
-    for t in ("runs", "epochs", "layers"):
-        assert len(pd.read_csv(res / "phew" / "tables" / f"{t}.csv")) > 0
-    runs = pd.read_csv(res / "phew" / "tables" / "runs.csv")
-    assert len(runs) == len(expected_runs("phew"))
-    for fig in (res / "phew" / "figures").iterdir():
-        assert fig.stat().st_size > 1000
-    figs = {p.name for p in (res / "phew" / "figures").iterdir()}
-    assert {"accuracy_vs_density.png", "accuracy_vs_density.pdf"} <= figs
-    # every rule wrote its log
-    assert (res / "logs" / "data" / "digits.log").exists()
+@pytest.mark.parametrize("study", ["phew", "deconstructing"])
+def test_every_declared_output_exists(tiny_run, study):
+    res = tiny_run / "results" / study
+    for name in run_names(study):
+        for f in RUN_FILES:
+            assert (res / "runs" / name / f).stat().st_size > 0, name
+        assert not (res / "runs" / name / "checkpoint.pt").exists()
+    for table in TABLES[study]:
+        assert len(pd.read_csv(res / "tables" / f"{table}.csv")) > 0, table
+    for fig in FIGURES[study]:
+        for ext in ("png", "pdf"):
+            assert (res / "figures" / f"{fig}.{ext}").stat().st_size > 1000, fig
+    assert (tiny_run / "results" / "logs" / "data" / "digits.log").exists()  # every job writes a log
 
 
 @pytest.mark.e2e
-def test_every_training_job_has_exactly_one_finished_mlflow_run(tiny_run):
-    db = tiny_run / "results" / "mlflow.db"
-    con = sqlite3.connect(db)
+def test_tables_hold_one_row_per_run(tiny_run):
+    runs = pd.read_csv(tiny_run / "results/phew/tables/runs.csv")
+    assert len(runs) == len(run_names("phew"))
+    dec = pd.read_csv(tiny_run / "results/deconstructing/tables/runs.csv")
+    assert set(dec["variant"]) == {"original", "reinit"}
+    assert sorted(dec["freeze_epoch"].dropna().astype(int)) == sorted(TINY["deconstructing"]["freeze_epochs"])
+    sens = pd.read_csv(tiny_run / "results/deconstructing/tables/sensitivity.csv")
+    assert set(sens["mode"]) == {"magnitude", "random"} and set(sens["bn_recalibrated"]) == {True, False}
+
+
+@pytest.mark.e2e
+def test_claims_table_judges_every_claim(tiny_run):
+    claims = pd.read_csv(tiny_run / "results/claims.csv")
+    assert set(claims["id"]) == {f"C{i}" for i in range(1, 8)}
+    assert set(claims["verdict"]) <= {"reproduced", "not reproduced", "not enough runs"}
+    assert "| Claim |" in (tiny_run / "results/claims.md").read_text()
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("study", ["phew", "deconstructing"])
+def test_every_training_job_has_exactly_one_finished_mlflow_run(tiny_run, study):
+    con = sqlite3.connect(tiny_run / "results" / "mlflow.db")
     rows = con.execute(
         "select r.run_uuid, r.name, r.status from runs r join experiments e on r.experiment_id = e.experiment_id "
-        "where e.name = 'phew' and r.lifecycle_stage = 'active'").fetchall()
-    expected = {f"{d}/{m}/{meth}/d{dens}/s{seed}" for d, m, meth, dens, seed in expected_runs("phew")}
-    names = [r[1] for r in rows]
-    assert sorted(names) == sorted(expected)
+        "where e.name = ? and r.lifecycle_stage = 'active'", (study,)).fetchall()
+    assert sorted(r[1] for r in rows) == sorted(run_names(study))
     assert {r[2] for r in rows} == {"FINISHED"}
-    epochs = tiny_config()["phew"]["recipe"]
-    n_epochs = yaml.safe_load((REPO / "config.yaml").read_text())["recipes"][epochs]["epochs"]
+    n_epochs = CONFIG["recipes"][TINY[study]["recipe"]]["epochs"]
     for run_id, name, _ in rows:
         tags = dict(con.execute("select key, value from tags where run_uuid = ?", (run_id,)).fetchall())
         assert {"study", "model", "dataset", "method", "density", "seed", "variant", "git_commit"} <= set(tags), name
@@ -90,7 +95,7 @@ def test_every_training_job_has_exactly_one_finished_mlflow_run(tiny_run):
 @pytest.mark.e2e
 def test_rerun_does_nothing(tiny_run):
     before = (tiny_run / "results" / "mlflow.db").stat().st_mtime_ns
-    proc = snakemake(tiny_run, "--cores", "2", "--config", "preset=tiny", env={"SPARSENETS_TRACKING_URI": ""})
+    proc = snakemake(tiny_run, "--cores", "4", "--config", "preset=tiny", env={"SPARSENETS_TRACKING_URI": ""})
     assert "Nothing to be done" in proc.stdout + proc.stderr
     assert (tiny_run / "results" / "mlflow.db").stat().st_mtime_ns == before
 

@@ -94,13 +94,13 @@ def c1(layers: pd.DataFrame) -> Finding:
 
 def c2(runs: pd.DataFrame) -> Finding:
     """At the lowest density where phew, random and synflow-l2 all have runs, with T = mean over seeds of
-    log10 path_kernel_trace (runs table): T(phew) > T(random), and
+    log10 init_path_kernel_trace (runs table: the trace of the network as training starts): T(phew) > T(random), and
     |T(phew) − T(synflow-l2)| < |T(random) − T(synflow-l2)|."""
     runs = _plain(runs)
     methods = ["phew", "random", "synflow-l2"]
     d = _lowest_common_density(runs, methods)
     with np.errstate(divide="ignore"):  # a net with no input-output path has trace 0: log10 = -inf
-        runs = runs.assign(log_trace=np.log10(runs["path_kernel_trace"].astype(float)))
+        runs = runs.assign(log_trace=np.log10(runs["init_path_kernel_trace"].astype(float)))
     t = _means(runs, "log_trace", methods, d)
     holds = t["phew"] > t["random"] and abs(t["phew"] - t["synflow-l2"]) < abs(t["random"] - t["synflow-l2"])
     return Finding(holds, f"log10 path-kernel trace at density {d:.4g}: {_listing(t, '.2f')}", {"density": d, **t})
@@ -132,7 +132,7 @@ def c4(runs: pd.DataFrame) -> Finding:
     d = _lowest_common_density(reinit, ["random", "dnw", "rigl"])
     acc = _means(reinit, "final_test_acc", ["random", "dnw", "rigl", "imp"], d)
     holds = bool((gap <= allowed).all()) and acc["dnw"] > acc["random"] and acc["rigl"] > acc["random"]
-    measured = (f"largest |imp − random| {gap[worst]:.3f} (allowed {allowed[worst]:.3f}) at density {worst:.4g}; "
+    measured = (f"largest gap imp − random {gap[worst]:.3f} (allowed {allowed[worst]:.3f}) at density {worst:.4g}; "
                 f"at density {d:.4g}: {_listing(acc)}")
     return Finding(holds, measured, {"density": d, **acc, "imp_random_gap": float(gap[worst]),
                                      "allowed_gap": float(allowed[worst])})

@@ -143,6 +143,9 @@ def run_training(spec: RunSpec, recipe: Recipe, *, data_file: str | os.PathLike,
         if tracker is not None:
             tracker.log_epoch(row, step=row["epoch"])
 
+    from .structure import summary
+
+    init_structure = summary(model, mask, ds.input_shape)  # the network as training starts (PHEW's measures)
     checkpoint = out / "checkpoint.pt"
     if tracker is not None:
         # peek at the checkpoint for the run id so a resumed job continues its own MLflow run
@@ -164,7 +167,7 @@ def run_training(spec: RunSpec, recipe: Recipe, *, data_file: str | os.PathLike,
     final_mask.meta.update(mask.meta, density=final_mask.density, topology=topology)
     final_mask.save(out / "mask.pt")
     atomic_save(model.state_dict(), out / "model.pt")
-    structure = _structure_summary(model, final_mask, ds.input_shape)
+    structure = {"init": init_structure, **_structure_summary(model, final_mask, ds.input_shape)}
     if recorder is not None:
         structure["history"] = recorder.finish(final_mask)
     write_json(out / "structure.json", structure)

@@ -122,7 +122,7 @@ def path_kernel(runs: pd.DataFrame) -> plt.Figure:
     fig, axes = _panel_grid(len(panels))
     palette = _method_palette(list(runs["method"].unique()))
     for ax, panel in zip(axes, panels):
-        sns.lineplot(data=runs[key == panel], x="density", y="path_kernel_trace", hue="method", palette=palette,
+        sns.lineplot(data=runs[key == panel], x="density", y="init_path_kernel_trace", hue="method", palette=palette,
                      errorbar="sd", marker="o", ax=ax)
         ax.set(xscale="log", yscale="log", title=panel, xlabel="density", ylabel="path-kernel trace Tr(Π)")
         ax.invert_xaxis()

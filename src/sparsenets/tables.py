@@ -31,8 +31,10 @@ def runs_table(metrics_files: Iterable[str | Path]) -> pd.DataFrame:
                "freeze_epoch": m.get("topology_options", {}).get("freeze_epoch"), "path": str(Path(f).parent)}
         structure = Path(f).with_name("structure.json")
         if structure.exists():
-            summary = _read(structure).get("summary", {})  # its density is actual_density, not the spec's
+            stats = _read(structure)
+            summary = stats.get("summary", {})  # its density is actual_density, not the spec's
             row.update({k: v for k, v in summary.items() if _scalar(v) and k != "density"})
+            row.update({f"init_{k}": v for k, v in stats.get("init", {}).items() if _scalar(v) and k != "density"})
         rows.append(row)
     return pd.DataFrame(rows)
 

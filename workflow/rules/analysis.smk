@@ -12,6 +12,8 @@ rule sensitivity:
     log:
         f"{LOGS}/{{study}}/sensitivity/{{dataset}}/{{model}}/{{method}}/d{{density}}/s{{seed}}.log",
     threads: config["threads_per_job"]
+    resources:
+        gpu=config["gpus_per_job"],
     params:
         fractions=lambda w: " ".join(map(str, STUDIES[w.study]["sensitivity_fractions"])),
         run_dir=lambda w, input: str(Path(input.model).parent),

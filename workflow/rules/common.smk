@@ -39,9 +39,19 @@ PRESET = _preset()
 STUDIES = PRESET["studies"]
 
 
-KNOWN = json.loads(
-    subprocess.run([PY, "-m", "sparsenets", "names"], check=True, capture_output=True, text=True).stdout
-)
+def _known_names():
+    """The registries' names (models, methods, datasets, topologies). A cluster job parses this file
+    again: it reads what the submitting process found instead of importing torch once more."""
+    cache = Path(".snakemake/sparsenets-names.json")
+    if "SLURM_JOB_ID" in os.environ and cache.exists():
+        return json.loads(cache.read_text())
+    out = subprocess.run([PY, "-m", "sparsenets", "names"], check=True, capture_output=True, text=True).stdout
+    cache.parent.mkdir(exist_ok=True)
+    cache.write_text(out)
+    return json.loads(out)
+
+
+KNOWN = _known_names()
 
 
 def _check_names():

@@ -9,6 +9,8 @@ rule mask:
         f"{RESULTS}/{{study}}/masks/{{dataset}}/{{model}}/{{method}}/d{{density}}/s{{seed}}.pt",
     log:
         f"{LOGS}/{{study}}/masks/{{dataset}}/{{model}}/{{method}}/d{{density}}/s{{seed}}.log",
+    resources:
+        gpu=config["gpus_per_job"],  # data-dependent methods and SynFlow run on the job's device
     params:
         options=lambda w: json.dumps(STUDIES[w.study].get("method_options", {}).get(w.method, {})),
         device=config["device"],

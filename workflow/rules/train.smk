@@ -5,7 +5,7 @@ RUN = "{dataset}/{model}/{method}/d{density}"
 # What a scheduler reserves per training job: SLURM's --gpus, --time and --mem; locally the gpu
 # count only bounds parallel jobs under `--resources gpu=N` (each job then claims its own device).
 TRAINING_RESOURCES = dict(
-    gpu=config["gpus_per_training_job"], runtime=PRESET["minutes_per_training_job"], mem_mb=8000
+    gpu=config["gpus_per_job"], runtime=PRESET["minutes_per_training_job"], mem_mb=8000
 )
 
 
