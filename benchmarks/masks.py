@@ -1,6 +1,6 @@
 """How long each pruning method takes to build one mask at paper size (CIFAR: 3x32x32, 10 classes).
 
-Run: python benchmarks/masks.py [--device cpu] [--methods snip synflow ...]
+Run: python benchmarks/masks.py [--device cpu] [--threads 1] [--methods snip synflow ...]
 Data methods get random normalised images, which cost the same as real ones.
 """
 from __future__ import annotations

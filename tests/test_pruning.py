@@ -180,8 +180,9 @@ def fraction_on_paths(mask: Mask) -> float:
     return on / mask.kept
 
 
-def test_synflow_is_scale_free_where_float32_overflows() -> None:
-    """Scaling the three layers by 2^47 scales R by 2^141 (float32 overflows) and all scores alike."""
+def test_synflow_is_scale_free_beyond_float32_range() -> None:
+    """Scaling the three layers by 2^47 scales R by 2^141, past float32's range, and every score
+    exactly alike: the mask must not change."""
     model = build_model("mlp", CLASSES, SHAPES["mlp"], seed=0)
     mask = build_mask("synflow", model, 0.05, make_inputs(SHAPES["mlp"]))
     with torch.no_grad():

@@ -426,7 +426,7 @@ def test_synflow_scores_in_float64_where_the_float32_flow_overflows():
     with torch.no_grad():
         for w in prunable(model).values():
             w.mul_(2.0**350)
-    with pytest.raises(FloatingPointError, match="not finite in float64"):
+    with pytest.raises(FloatingPointError, match="overflows.*float64"):
         build_mask("synflow", model, 0.05, inputs())
 
 

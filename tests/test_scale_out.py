@@ -29,8 +29,9 @@ def slice_config(tmp_path: Path) -> list[str]:
 
 def expected_jobs() -> set[str]:
     phew = yaml.safe_load((REPO / "config.yaml").read_text())["presets"]["tiny"]["studies"]["phew"]
-    return {f"digits/mlp/{m}/d{float(d):.4g}/s{s}" for m in SLICE["presets"]["tiny"]["studies"]["phew"]["methods"]
-            for d in phew["densities"] for s in phew["seeds"]}
+    phew.update(SLICE["presets"]["tiny"]["studies"]["phew"])
+    return {f"digits/mlp/{m}/d{float(d):.4g}/s{s}" for m in phew["methods"] for d in phew["densities"]
+            for s in phew["seeds"]}
 
 
 def check_runs(uri: str, workdir: Path) -> None:
