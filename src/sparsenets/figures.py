@@ -66,17 +66,18 @@ def _method_palette(methods: list[str]) -> dict[str, Any]:
     return dict(zip(sorted(methods), sns.color_palette("tab10", len(methods))))
 
 
-@figure("accuracy_vs_density")
-def accuracy_vs_density(runs: pd.DataFrame) -> plt.Figure:
-    """Final test accuracy against density per method, mean ± std over seeds, log-x (PHEW Fig. 2)."""
-    key, panels = _facets(runs)
-    fig, axes = _panel_grid(len(panels))
-    palette = _method_palette(list(runs["method"].unique()))
+def _by_method(df: pd.DataFrame, x: str, y: str, width: float = 4.5, **axes_set: Any) -> plt.Figure:
+    """One panel per network, one line per method (mean ± std over seeds); `axes_set` styles each panel,
+    its title may use {panel}."""
+    key, panels = _facets(df)
+    fig, axes = _panel_grid(len(panels), width=width)
+    palette = _method_palette(list(df["method"].unique()))
+    title = axes_set.pop("title", "{panel}")
     for ax, panel in zip(axes, panels):
-        sns.lineplot(data=runs[key == panel], x="density", y="final_test_acc", hue="method", palette=palette,
-                     errorbar="sd", marker="o", ax=ax)
-        ax.set(xscale="log", title=panel, xlabel="density (kept fraction of weights)", ylabel="test accuracy")
-        ax.invert_xaxis()
+        sns.lineplot(data=df[key == panel], x=x, y=y, hue="method", palette=palette, errorbar="sd", marker="o", ax=ax)
+        ax.set(title=title.format(panel=panel), **axes_set)
+        if axes_set.get("xscale") == "log":
+            ax.invert_xaxis()  # sparsest on the right, as the papers read it
     _one_legend(fig, axes)
     return fig
 
@@ -97,53 +98,39 @@ def _nearest(df: pd.DataFrame, density: float | None) -> tuple[pd.DataFrame, flo
     return df[df["density"] == target], target
 
 
+@figure("accuracy_vs_density")
+def accuracy_vs_density(runs: pd.DataFrame) -> plt.Figure:
+    """Final test accuracy against density per method, mean ± std over seeds, log-x (PHEW Fig. 2)."""
+    return _by_method(runs, "density", "final_test_acc", xscale="log", xlabel="density (kept fraction of weights)",
+                      ylabel="test accuracy")
+
+
 @figure("layer_widths")
 def layer_widths(layers: pd.DataFrame, density: float | None = None) -> plt.Figure:
     """Per-layer width (units with kept inputs and outputs, as a fraction of the layer's units) per method:
     SynFlow-L2's bottlenecks against PHEW's wide layers (PHEW Fig. 4)."""
     layers, target = _nearest(layers, density)
-    key, panels = _facets(layers)
-    fig, axes = _panel_grid(len(panels), width=6)
-    palette = _method_palette(list(layers["method"].unique()))
-    for ax, panel in zip(axes, panels):
-        sns.lineplot(data=layers[key == panel], x="layer_index", y="width_ratio", hue="method", palette=palette,
-                     errorbar="sd", marker="o", ax=ax)
-        ax.set(title=f"{panel}, density {target:.4g}", xlabel="prunable layer (input → output)",
-               ylabel="width (fraction of units alive)", ylim=(0, 1.05))
+    fig = _by_method(layers, "layer_index", "width_ratio", width=6, title=f"{{panel}}, density {target:.4g}",
+                     xlabel="prunable layer (input → output)", ylabel="width (fraction of units alive)",
+                     ylim=(0, 1.05))
+    for ax in fig.axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    _one_legend(fig, axes)
     return fig
 
 
 @figure("path_kernel")
 def path_kernel(runs: pd.DataFrame) -> plt.Figure:
-    """Path-kernel trace of the initial mask against density per method, log-y (PHEW Fig. 3)."""
-    key, panels = _facets(runs)
-    fig, axes = _panel_grid(len(panels))
-    palette = _method_palette(list(runs["method"].unique()))
-    for ax, panel in zip(axes, panels):
-        sns.lineplot(data=runs[key == panel], x="density", y="init_path_kernel_trace", hue="method", palette=palette,
-                     errorbar="sd", marker="o", ax=ax)
-        ax.set(xscale="log", yscale="log", title=panel, xlabel="density", ylabel="path-kernel trace Tr(Π)")
-        ax.invert_xaxis()
-    _one_legend(fig, axes)
-    return fig
+    """Path-kernel trace of the network as training starts against density per method, log-y (PHEW Fig. 3)."""
+    return _by_method(runs, "density", "init_path_kernel_trace", xscale="log", yscale="log", xlabel="density",
+                      ylabel="path-kernel trace Tr(Π)")
 
 
 @figure("train_loss")
 def train_loss(epochs: pd.DataFrame, density: float | None = None, first: int = 20) -> plt.Figure:
     """Training loss over the first epochs per method at one density: who converges fastest (PHEW Fig. 5)."""
     epochs, target = _nearest(epochs, density)
-    epochs = epochs[epochs["epoch"] <= first]
-    key, panels = _facets(epochs)
-    fig, axes = _panel_grid(len(panels))
-    palette = _method_palette(list(epochs["method"].unique()))
-    for ax, panel in zip(axes, panels):
-        sns.lineplot(data=epochs[key == panel], x="epoch", y="train_loss", hue="method", palette=palette,
-                     errorbar="sd", marker="o", ax=ax)
-        ax.set(title=f"{panel}, density {target:.4g}", xlabel="epoch", ylabel="training loss")
-    _one_legend(fig, axes)
-    return fig
+    return _by_method(epochs[epochs["epoch"] <= first], "epoch", "train_loss",
+                      title=f"{{panel}}, density {target:.4g}", xlabel="epoch", ylabel="training loss")
 
 
 # ------------------------------------------------------------------ Deconstructing the structure of sparse nets
