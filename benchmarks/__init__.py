@@ -1,8 +1,8 @@
 """Benchmarks of what a user pays for: training throughput, mask building, job start-up, the whole DAG.
 
 `python -m benchmarks` (what `make bench` runs) runs them all and writes results/bench/bench.json.
-The machine may be shared, so every comparison runs its sides alternately, in one process, and
-quotes medians: a neighbour's load then slows both sides alike.
+The machine may be shared, so every comparison runs its sides alternately, round by round (each
+side in a process of its own), and quotes medians: a neighbour's load then slows both sides alike.
 """
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ from .end_to_end import quick_preset_estimate, tiny_preset
 from .masks import DENSITIES, METHODS, MODELS, available, mask_seconds
 from .overhead import job_overhead
 from .stacked import stacking_gain
-from .train_step import compare, evaluation, mask_overhead, ours
+from .train_step import BATCH, compare, evaluation, mask_hook_seconds, mask_overhead, ours
 
 STEPS = {"resnet20": 5, "convnet": 10}  # batches per measured round: a few seconds on one CPU thread
 DYNAMIC_STEPS = 40  # RigL rewires every 20 steps up to 75 % of the run: 40 steps see one rewiring
@@ -33,7 +33,9 @@ def machine(device: torch.device) -> str:
     info = Path("/proc/cpuinfo")
     names = [line.split(":", 1)[1].strip() for line in info.read_text().splitlines()
              if line.startswith("model name")] if info.exists() else []
-    return f"{names[0] if names else platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()  # what bf16 autocast gains rests on it
+    return f"{names[0] if names else platform.processor() or platform.machine()}, {os.cpu_count()} cores" + (
+        ", AMX" if amx else "")
 
 
 @contextmanager
@@ -46,27 +48,36 @@ def threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def median_of(make: Callable[[], Callable[[], float]], threads: int, rounds: int) -> float:
-    with isolated({"only": make}, threads) as side:
+def median_of(make: Callable[[], Callable[[], float]], n_threads: int, rounds: int) -> float:
+    with isolated({"only": make}, n_threads) as side:
         return statistics.median(alternate(side, rounds)["only"])
 
 
-def run(device: torch.device, quick: bool) -> dict[str, Any]:
+def run(device: torch.device, quick: bool, out: Path) -> dict[str, Any]:
     cores, per_job = os.cpu_count() or 1, config()["threads_per_job"]
     rounds = 3 if quick else 5
     cpu = device.type == "cpu"
     res: dict[str, Any] = {"device": device.type, "machine": machine(device), "torch": torch.__version__,
                            "date": time.strftime("%Y-%m-%d %H:%M"), "threads_per_job": per_job, "quick": quick}
-    log = _logger()
+    t0 = time.perf_counter()
+
+    def log(next_stage: str) -> None:
+        """Save what is measured so far (a late failure loses nothing), then say what comes next."""
+        write_json(out, res)
+        print(f"[{time.perf_counter() - t0:6.0f} s] {next_stage}", flush=True)
+
     keep_freed_memory()  # the mask builders run in this process, as in a job
     log("training step: ours vs the torchvision reference")
     res["train_step"] = {m: compare(m, device, threads=per_job, rounds=rounds, steps=s, bf16=cpu and m == "resnet20")
                          for m, s in STEPS.items()}
     res["train_step_speedup"] = res["train_step"]["resnet20"]["speedup"]
-    log("mask overhead")
-    res["mask_overhead_by_model"] = {m: mask_overhead(m, device, threads=per_job, rounds=rounds, steps=s)
+    log("mask overhead")  # a few per cent is within the noise of a round: more rounds
+    res["mask_overhead_by_model"] = {m: mask_overhead(m, device, threads=per_job, rounds=2 * rounds + 1, steps=s)
                                      for m, s in STEPS.items()}
     res["mask_overhead"] = res["mask_overhead_by_model"]["resnet20"]
+    with threads(per_job):
+        res["mask_work_share_by_model"] = {  # the mask's own work per step, over the step's time
+            m: mask_hook_seconds(m, device) * res["train_step"][m]["ours_images_per_s"] / BATCH for m in STEPS}
     log("two conv nets stacked in one step vs one after the other")
     res["stacking"] = stacking_gain(2, device, threads=per_job, rounds=rounds, steps=STEPS["convnet"])
     log("per-job start-up")
@@ -136,7 +147,9 @@ def table(res: dict[str, Any]) -> str:
         lines.append(f"  {model:<24}{r['ours_images_per_s']:>8.0f}{r['reference_images_per_s']:>11.0f}"
                      f"{r['speedup']:>9.2f}×{bf16:>11}")
     lines.append(f"  (reference: {res['train_step']['resnet20']['reference_workers']} DataLoader worker(s))")
-    lines.append("mask overhead: " + ", ".join(f"{m} {v:.3f}×" for m, v in res["mask_overhead_by_model"].items()))
+    lines.append("mask overhead: " + ", ".join(f"{m} {v:.3f}×" for m, v in res["mask_overhead_by_model"].items())
+                 + "; the mask's own work, timed alone: " + ", ".join(
+                     f"{m} {100 * v:.2f} % of a step" for m, v in res["mask_work_share_by_model"].items()))
     st = res["stacking"]
     lines.append(f"{st['nets']} conv nets stacked (torch.func) vs one after the other: {st['gain']:.2f}× "
                  f"({st['stacked_images_per_s']:.0f} vs {st['one_after_another_images_per_s']:.0f} images/s)")
@@ -160,11 +173,6 @@ def table(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _logger() -> Callable[[str], None]:
-    t0 = time.perf_counter()
-    return lambda msg: print(f"[{time.perf_counter() - t0:6.0f} s] {msg}", flush=True)
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true",
@@ -172,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", type=Path, default=REPO / "results" / "bench" / "bench.json")
     args = p.parse_args(argv)
-    res = run(torch.device(args.device), args.quick)
+    res = run(torch.device(args.device), args.quick, args.out)
     write_json(args.out, res)
     print(table(res))
     print(f"\n-> {args.out}")

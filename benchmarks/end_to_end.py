@@ -4,7 +4,6 @@ the quick preset's wall time on this machine, estimated from measured costs and 
 from __future__ import annotations
 
 import json
-import math
 import os
 import shlex
 import subprocess
@@ -53,15 +52,11 @@ def preset_jobs(preset: str) -> list[Any]:
         out = snakemake(work, preset, "-n", "-p").stdout
     parser, jobs = build_parser(), []
     for line in out.splitlines():
-        if line.startswith("Shell command:"):
-            words = shlex.split(line.removeprefix("Shell command:"))
+        words = shlex.split(line.removeprefix("Shell command:")) if line.startswith("Shell command:") else []
+        if "sparsenets" in words:  # every rule but `all`, which runs nothing
             words = words[words.index("sparsenets") + 1:]
             jobs.append(parser.parse_args(words[:words.index(">")] if ">" in words else words))
     return jobs
-
-
-def topology_of(job: Any) -> str:
-    return getattr(job, "topology", "static")
 
 
 def model_of_run(run_dir: str) -> str:
@@ -74,7 +69,8 @@ def estimate(jobs: list[Any], *, train_ips: dict[tuple[str, str], float], eval_i
              mask_s: dict[tuple[str, str], float], job_s: float, slots: int) -> dict[str, Any]:
     """Wall seconds of a preset's jobs packed `slots` at a time: every job's start-up, plus its training
     epochs (a training pass over the subset, a test pass over CIFAR's test set), masks and sensitivity
-    evaluations at the measured rates. Jobs are assumed to pack perfectly: a lower bound of sorts."""
+    evaluations at the measured rates. Jobs are assumed to fill the slots perfectly (the order the
+    IMP chain imposes is ignored)."""
     seconds: Counter = Counter()
     for job in jobs:
         seconds[job.cmd] += job_s
@@ -82,12 +78,12 @@ def estimate(jobs: list[Any], *, train_ips: dict[tuple[str, str], float], eval_i
             recipe = job.recipe
             n_train = min(CIFAR_TRAIN, recipe.get("train_subset") or CIFAR_TRAIN)
             n_train -= n_train % recipe["batch_size"]  # a training epoch drops the last partial batch
-            epoch = n_train / train_ips[job.model, topology_of(job)] + CIFAR_TEST / eval_ips[job.model]
+            epoch = n_train / train_ips[job.model, job.topology] + CIFAR_TEST / eval_ips[job.model]
             seconds[job.cmd] += recipe["epochs"] * epoch
         elif job.cmd == "mask":
             seconds[job.cmd] += mask_s[job.model, job.method]
-        elif job.cmd == "sensitivity":  # per mode and fraction: a test pass with stale and with recalibrated BN
-            passes = len(MODES) * len(job.fractions) * 2
+        elif job.cmd == "sensitivity":  # per mode and fraction: test passes with stale and recalibrated BN
+            passes = len(MODES) * len(job.fractions) * 3  # and the recalibration, about one more pass
             seconds[job.cmd] += passes * CIFAR_TEST / eval_ips[model_of_run(job.run_dir)]
     total = sum(seconds.values())
     return {"jobs": len(jobs), "core_seconds_by_command": dict(seconds), "slots": slots,
@@ -100,7 +96,7 @@ def quick_preset_estimate(measure_train: Callable[[str, str, dict], float], meas
     jobs = preset_jobs("quick")
     trains: dict[tuple[str, str], dict] = {}  # (model, topology) -> the options of its dearest run
     for j in (j for j in jobs if j.cmd == "train"):
-        key = (j.model, topology_of(j))
+        key = (j.model, j.topology)
         if key not in trains or "freeze_epoch" in trains[key]:  # DNW frozen after k epochs trains statically
             trains[key] = j.topology_options
     models = {m for m, _ in trains} | {model_of_run(j.run_dir) for j in jobs if j.cmd == "sensitivity"}
@@ -108,11 +104,9 @@ def quick_preset_estimate(measure_train: Callable[[str, str, dict], float], meas
     for j in jobs:
         if j.cmd == "mask":  # the densest mask of a kind costs the most (PHEW walks until it is full)
             masks[j.model, j.method] = max(masks.get((j.model, j.method), 0.0), j.density)
-    cfg = config()
-    slots = max(1, (os.cpu_count() or 1) // cfg["threads_per_job"])
+    slots = max(1, (os.cpu_count() or 1) // config()["threads_per_job"])
     out = estimate(jobs, train_ips={k: measure_train(*k, trains[k]) for k in sorted(trains)},
                    eval_ips={m: measure_eval(m) for m in sorted(models)},
                    mask_s={k: measure_mask(*k, d) for k, d in sorted(masks.items())}, job_s=job_s, slots=slots)
     out["job_counts"] = dict(Counter(j.cmd for j in jobs))
-    out["estimate_min"] = math.ceil(out["estimate_s"] / 60)
     return out

@@ -2,10 +2,11 @@
 
 Both sides train the same network from the same init with the same SGD recipe and batch size, on
 random uint8 images of CIFAR's shape, at the same torch thread count (the pipeline's
-`threads_per_job`). Ours is `sparsenets.train.train` as a job runs it: a DeviceLoader cropping,
-flipping and normalising on the device, a static mask, the recipe's precision and layout. The
-reference is what a user would write: torchvision RandomCrop(32, padding=4), RandomHorizontalFlip,
-ToTensor and Normalize on PIL images in a DataLoader whose workers get the spare cores; fp32 NCHW.
+`threads_per_job`), each in a process of its own. Ours is `sparsenets.train.train` as a job runs
+it: a DeviceLoader cropping, flipping and normalising on the device, a static mask, the recipe's
+precision and layout, the job's allocator setting (`keep_freed_memory`). The reference is what a
+user would write: torchvision RandomCrop(32, padding=4), RandomHorizontalFlip, ToTensor and
+Normalize on PIL images in a DataLoader whose workers get the spare cores; fp32 NCHW.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from sparsenets import data
 from sparsenets.cli import keep_freed_memory
 from sparsenets.masks import Mask, prunable
 from sparsenets.models import build_model
-from sparsenets.topology import Topology, register
+from sparsenets.topology import Schedule, Topology, register
 from sparsenets.train import Recipe, evaluate, seeded_generator, train
 
 from . import alternate, config, isolated, ratio
@@ -156,6 +157,28 @@ def mask_overhead(model_name: str, device: torch.device, *, threads: int, rounds
     with isolated(makes, threads) as sides:
         ips = alternate(sides, rounds)
     return ratio(ips["unmasked"], ips["masked"])
+
+
+def mask_hook_seconds(model_name: str, device: torch.device, calls: int = 50) -> float:
+    """The static mask's own work in a step (masking gradients, weights and momentum), timed alone:
+    far below what the alternated comparison above can resolve on a shared machine."""
+    model = build_model(model_name, CLASSES, SHAPE, seed=0).to(device)
+    if recipe().uses_channels_last(device):
+        model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    optimizer.step()  # creates the momentum buffers the mask also zeroes
+    topo = Topology(model, random_mask(model, 0.1), optimizer, Schedule(1, 1, seeded_generator(0)))
+    seconds = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        topo.before_step(0)
+        topo.after_step(0)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds.append(time.perf_counter() - t0)
+    return statistics.median(seconds)
 
 
 def evaluation(model_name: str, device: torch.device, batches: int) -> Callable[[], float]:
