@@ -115,4 +115,12 @@ class Target:
     def verdict(self) -> str:
         sign = (">=" if self.met else "<") if self.at_least else ("<=" if self.met else ">")
         state = "target met" if self.met else "target not met"
-        return f"{state}: {self.value:.3g}{self.unit} {sign} {self.limit:g}{self.unit}"
+        return f"{state}: {self._shown()}{self.unit} {sign} {self.limit:g}{self.unit}"
+
+    def _shown(self) -> str:
+        """The value with enough decimals that a miss never reads as equal to the limit."""
+        for digits in range(2, 6):
+            text = f"{self.value:.{digits}f}"
+            if self.met or float(text) != self.limit:
+                return text
+        return repr(self.value)

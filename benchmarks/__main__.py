@@ -21,7 +21,7 @@ from .end_to_end import quick_preset_estimate, tiny_preset
 from .masks import DENSITIES, METHODS, MODELS, available, mask_seconds
 from .overhead import job_overhead
 from .stacked import stacking_gain
-from .train_step import BATCH, compare, evaluation, mask_hook_seconds, mask_overhead, ours
+from .train_step import BATCH, compare, evaluation, mask_hook_seconds, mask_overhead, ours, sensitivity_fraction
 
 STEPS = {"resnet20": 5, "convnet": 10}  # batches per measured round: a few seconds on one CPU thread
 DYNAMIC_STEPS = 40  # RigL rewires every 20 steps up to 75 % of the run: 40 steps see one rewiring
@@ -48,14 +48,14 @@ def threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def median_of(make: Callable[[], Callable[[], float]], n_threads: int, rounds: int) -> float:
+def median_of(make: Callable[[], Callable[[], float]], n_threads: int, rounds: int, warmup: int = 1) -> float:
     with isolated({"only": make}, n_threads) as side:
-        return statistics.median(alternate(side, rounds)["only"])
+        return statistics.median(alternate(side, rounds, warmup)["only"])
 
 
 def run(device: torch.device, quick: bool, out: Path) -> dict[str, Any]:
     cores, per_job = os.cpu_count() or 1, config()["threads_per_job"]
-    rounds = 3 if quick else 5
+    rounds = 3 if quick else 7
     cpu = device.type == "cpu"
     res: dict[str, Any] = {"device": device.type, "machine": machine(device), "torch": torch.__version__,
                            "date": time.strftime("%Y-%m-%d %H:%M"), "threads_per_job": per_job, "quick": quick}
@@ -96,7 +96,8 @@ def run(device: torch.device, quick: bool, out: Path) -> dict[str, Any]:
 
 
 def _quick_estimate(res: dict[str, Any], device: torch.device, rounds: int, per_job: int, cores: int) -> dict:
-    measured: dict[str, dict[str, float]] = {"train_images_per_s": {}, "eval_images_per_s": {}, "mask_s": {}}
+    measured: dict[str, dict[str, float]] = {"train_images_per_s": {}, "eval_images_per_s": {}, "mask_s": {},
+                                             "sensitivity_s_per_fraction": {}}
 
     def train_ips(model: str, topology: str, options: dict) -> float:
         if topology == "static" and model in res["train_step"]:
@@ -118,7 +119,12 @@ def _quick_estimate(res: dict[str, Any], device: torch.device, rounds: int, per_
         measured["mask_s"][f"{model}/{method}"] = seconds
         return seconds
 
-    return {**quick_preset_estimate(train_ips, eval_ips, mask_s, job_s=res["job_total_s"]), **measured}
+    def fraction_s(model: str) -> float:  # half a minute a round: two, no warm-up
+        seconds = median_of(functools.partial(sensitivity_fraction, model, device), per_job, 2, warmup=0)
+        measured["sensitivity_s_per_fraction"][model] = seconds
+        return seconds
+
+    return {**quick_preset_estimate(train_ips, eval_ips, mask_s, fraction_s, job_s=res["job_total_s"]), **measured}
 
 
 def targets(res: dict[str, Any]) -> list[Target]:

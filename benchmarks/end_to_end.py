@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sparsenets.cli import build_parser
-from sparsenets.sensitivity import MODES
 
 from . import REPO, config
+from .train_step import CIFAR_TEST, CIFAR_TRAIN
 
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
-CIFAR_TRAIN, CIFAR_TEST = 50_000, 10_000
 
 
 def snakemake(work: str | Path, preset: str, *args: str) -> subprocess.CompletedProcess:
@@ -66,11 +65,12 @@ def model_of_run(run_dir: str) -> str:
 
 
 def estimate(jobs: list[Any], *, train_ips: dict[tuple[str, str], float], eval_ips: dict[str, float],
-             mask_s: dict[tuple[str, str], float], job_s: float, slots: int) -> dict[str, Any]:
+             mask_s: dict[tuple[str, str], float], fraction_s: dict[str, float], job_s: float,
+             slots: int) -> dict[str, Any]:
     """Wall seconds of a preset's jobs packed `slots` at a time: every job's start-up, plus its training
-    epochs (a training pass over the subset, a test pass over CIFAR's test set), masks and sensitivity
-    evaluations at the measured rates. Jobs are assumed to fill the slots perfectly (the order the
-    IMP chain imposes is ignored)."""
+    epochs (a training pass over the subset, a test pass over CIFAR's test set), its mask or its
+    further-pruning fractions, at the measured rates. Jobs are assumed to fill the slots perfectly
+    (the order the IMP chain imposes is ignored)."""
     seconds: Counter = Counter()
     for job in jobs:
         seconds[job.cmd] += job_s
@@ -82,24 +82,26 @@ def estimate(jobs: list[Any], *, train_ips: dict[tuple[str, str], float], eval_i
             seconds[job.cmd] += recipe["epochs"] * epoch
         elif job.cmd == "mask":
             seconds[job.cmd] += mask_s[job.model, job.method]
-        elif job.cmd == "sensitivity":  # per mode and fraction: test passes with stale and recalibrated BN
-            passes = len(MODES) * len(job.fractions) * 3  # and the recalibration, about one more pass
-            seconds[job.cmd] += passes * CIFAR_TEST / eval_ips[model_of_run(job.run_dir)]
+        elif job.cmd == "sensitivity":
+            seconds[job.cmd] += len(job.fractions) * fraction_s[model_of_run(job.run_dir)]
     total = sum(seconds.values())
     return {"jobs": len(jobs), "core_seconds_by_command": dict(seconds), "slots": slots,
             "estimate_s": total / slots}
 
 
 def quick_preset_estimate(measure_train: Callable[[str, str, dict], float], measure_eval: Callable[[str], float],
-                          measure_mask: Callable[[str, str, float], float], job_s: float) -> dict[str, Any]:
-    """The quick preset's estimate: each (model, topology), model and mask method is measured once."""
+                          measure_mask: Callable[[str, str, float], float], measure_fraction: Callable[[str], float],
+                          job_s: float) -> dict[str, Any]:
+    """The quick preset's estimate: each (model, topology), model, mask method and sensitivity model is
+    measured once."""
     jobs = preset_jobs("quick")
     trains: dict[tuple[str, str], dict] = {}  # (model, topology) -> the options of its dearest run
     for j in (j for j in jobs if j.cmd == "train"):
         key = (j.model, j.topology)
         if key not in trains or "freeze_epoch" in trains[key]:  # DNW frozen after k epochs trains statically
             trains[key] = j.topology_options
-    models = {m for m, _ in trains} | {model_of_run(j.run_dir) for j in jobs if j.cmd == "sensitivity"}
+    models = {m for m, _ in trains}
+    sensitivity = {model_of_run(j.run_dir) for j in jobs if j.cmd == "sensitivity"}
     masks: dict[tuple[str, str], float] = {}
     for j in jobs:
         if j.cmd == "mask":  # the densest mask of a kind costs the most (PHEW walks until it is full)
@@ -107,6 +109,7 @@ def quick_preset_estimate(measure_train: Callable[[str, str, dict], float], meas
     slots = max(1, (os.cpu_count() or 1) // config()["threads_per_job"])
     out = estimate(jobs, train_ips={k: measure_train(*k, trains[k]) for k in sorted(trains)},
                    eval_ips={m: measure_eval(m) for m in sorted(models)},
-                   mask_s={k: measure_mask(*k, d) for k, d in sorted(masks.items())}, job_s=job_s, slots=slots)
+                   mask_s={k: measure_mask(*k, d) for k, d in sorted(masks.items())},
+                   fraction_s={m: measure_fraction(m) for m in sorted(sensitivity)}, job_s=job_s, slots=slots)
     out["job_counts"] = dict(Counter(j.cmd for j in jobs))
     return out

@@ -33,10 +33,11 @@ def job_command(work: Path) -> list[str]:
     uri = f"sqlite:///{work / 'mlflow.db'}"
     subprocess.run([PY, "-m", "sparsenets", "mlflow-init", "--uri", uri, "--experiments", "phew"], check=True,
                    capture_output=True, cwd=work)
+    cfg = config()
     return [PY, "-m", "sparsenets", "train", "--study", "phew", "--dataset", "digits", "--data", "digits.npz",
             "--model", "mlp", "--method", "random", "--density", "0.2", "--seed", "0", "--mask", "mask.pt",
-            "--recipe", json.dumps(config()["recipes"]["tiny"]), "--device", "cpu", "--threads", "1",
-            "--tracking-uri", uri, "--out-dir", "run"]
+            "--recipe", json.dumps(cfg["recipes"]["tiny"]), "--device", cfg["device"],
+            "--threads", str(cfg["threads_per_job"]), "--tracking-uri", uri, "--out-dir", "run"]
 
 
 def job_env() -> dict[str, str]:

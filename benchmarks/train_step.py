@@ -37,6 +37,7 @@ BATCH = 128
 SHAPE, CLASSES = (3, 32, 32), 10
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 REFERENCE_IMAGES = 5000
+CIFAR_TRAIN, CIFAR_TEST = 50_000, 10_000
 
 
 @register("bench-unmasked")
@@ -179,6 +180,26 @@ def mask_hook_seconds(model_name: str, device: torch.device, calls: int = 50) ->
             torch.cuda.synchronize(device)
         seconds.append(time.perf_counter() - t0)
     return statistics.median(seconds)
+
+
+def sensitivity_fraction(model_name: str, device: torch.device) -> Callable[[], float]:
+    """A call runs `sensitivity.curve` at one further-pruning fraction, on CIFAR-sized random data, as a
+    sensitivity job does at each of its fractions; returns its seconds."""
+    from sparsenets.sensitivity import curve
+
+    keep_freed_memory()
+    x, y = cifar_like(CIFAR_TEST + 20 * 512, seed=2)  # the test set, and the recalibration's 20 batches of 512
+    ds = data.Dataset(x[CIFAR_TEST:], y[CIFAR_TEST:], x[:CIFAR_TEST], y[:CIFAR_TEST], [str(c) for c in range(CLASSES)])
+    model = build_model(model_name, CLASSES, SHAPE, seed=0)
+    mask = random_mask(model, 0.1)
+    mask.apply(model)
+
+    def run() -> float:
+        t0 = time.perf_counter()
+        curve(model, mask, ds, [0.5], generator=seeded_generator(0), device=device)
+        return time.perf_counter() - t0
+
+    return run
 
 
 def evaluation(model_name: str, device: torch.device, batches: int) -> Callable[[], float]:

@@ -208,11 +208,13 @@ FAST = {"synflow": {"iterations": 10}, "synflow-l2": {"iterations": 10}}
 def mask_files(digits_npz, tmp_path_factory) -> dict[str, dict[str, Mask]]:
     """Every registered method's mask, built through the job entry point: seed 0 twice, seed 1 once."""
     out = tmp_path_factory.mktemp("masks")
+    make_mask("mlp", digits_npz, "random-erk", 0.1, 7, out / "like.pt", device="cpu")
+    options = {**FAST, "random-like": {"like": str(out / "like.pt")}}
     built = {}
     for method in METHODS:
         for name, seed in (("a", 0), ("b", 0), ("other", 1)):
             path = out / f"{method}-{name}.pt"
-            make_mask("mlp", digits_npz, method, 0.1, seed, path, options=FAST.get(method), device="cpu")
+            make_mask("mlp", digits_npz, method, 0.1, seed, path, options=options.get(method), device="cpu")
             built.setdefault(method, {})[name] = Mask.load(path)
     return built
 

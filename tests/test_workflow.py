@@ -1,13 +1,16 @@
 """The whole DAG through the real snakemake on the tiny preset, checked file by file and run by run."""
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from conftest import REPO, snakemake
+from sparsenets.masks import Mask
 
 CONFIG = yaml.safe_load((REPO / "config.yaml").read_text())
 TINY = CONFIG["presets"]["tiny"]["studies"]
@@ -65,6 +68,29 @@ def test_tables_hold_one_row_per_run(tiny_run):
 
 
 @pytest.mark.e2e
+def test_imp_levels_restart_from_the_dense_runs_rewound_weights(tiny_run):
+    runs = tiny_run / "results/deconstructing/runs/digits/convnet"
+    dense = runs / "random/d1/s0"
+    assert json.loads((dense / "metrics.json").read_text())["rewind_step"] == TINY["deconstructing"]["imp"]["rewind_step"]
+    rewind = torch.load(dense / "rewind.pt", weights_only=True)
+    init = torch.load(dense / "model.pt", weights_only=True)
+    assert any(not torch.equal(rewind[k], init[k]) for k in rewind)  # taken after some steps, not at the end
+    for level in TINY["deconstructing"]["imp"]["levels"]:
+        run = runs / f"imp/d{0.5 ** level:.4g}/s0"
+        assert json.loads((run / "metrics.json").read_text())["init_weights"].endswith("random/d1/s0/rewind.pt")
+
+
+@pytest.mark.e2e
+def test_layer_matched_random_copies_the_source_runs_layer_densities(tiny_run):
+    runs = tiny_run / "results/deconstructing/runs/digits/convnet"
+    for level in TINY["deconstructing"]["imp"]["levels"]:
+        d = f"d{0.5 ** level:.4g}"
+        source, matched = Mask.load(runs / f"dnw/{d}/s0/mask.pt"), Mask.load(runs / f"random-like-dnw/{d}/s0/mask.pt")
+        assert {k: int(v.sum()) for k, v in matched.items()} == {k: int(v.sum()) for k, v in source.items()}
+        assert any(not torch.equal(matched[k], source[k]) for k in source)
+
+
+@pytest.mark.e2e
 def test_claims_table_judges_every_claim(tiny_run):
     claims = pd.read_csv(tiny_run / "results/claims.csv")
     assert set(claims["id"]) == {f"C{i}" for i in range(1, 8)}
@@ -105,7 +131,10 @@ def test_default_preset_dry_run_prints_the_dag(tmp_path):
     assert "train" in proc.stdout and "total" in proc.stdout
 
 
-@pytest.mark.parametrize("override,key", [("preset=nope", "preset"), ("threads_per_job=0", "threads_per_job")])
+@pytest.mark.parametrize("override,key", [
+    ("preset=nope", "preset"), ("threads_per_job=0", "threads_per_job"),
+    ("presets={'quick': {'studies': {'deconstructing': {'methods': ['random', 'random-like-snip']}}}}", "methods"),
+])
 def test_bad_config_fails_before_any_job_naming_the_key(tmp_path, override, key):
     proc = snakemake(tmp_path, "-n", "--config", override, check=False)
     assert proc.returncode != 0

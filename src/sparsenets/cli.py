@@ -112,6 +112,7 @@ def cmd_train(a: argparse.Namespace) -> None:
     _log(f"training {spec.study}/{spec.name} ({a.topology}) for {recipe.epochs} epochs")
     result = run_training(spec, recipe, data_file=a.data, mask_file=a.mask, out_dir=a.out_dir,
                           topology=a.topology, topology_options=a.topology_options,
+                          init_weights=a.init_weights or None, rewind_step=a.rewind_step,
                           tracking_uri=a.tracking_uri, device=a.device, log=_log)
     _log(f"done: final test accuracy {result.final['test_acc']:.4f}, best {result.best_test_acc:.4f}")
 
@@ -209,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--variant", default="")
     s.add_argument("--topology", default="static")
     s.add_argument("--topology-options", type=_json_arg, default={})
+    s.add_argument("--init-weights", default="", help="start from these weights (IMP: the dense run's rewind.pt)")
+    s.add_argument("--rewind-step", type=int, default=None,
+                   help="also write rewind.pt, the weights after this many optimizer steps (0: at init)")
     s.add_argument("--tracking-uri", default=None, help="MLflow URI (default: $SPARSENETS_TRACKING_URI; none: no tracking)")
     s.add_argument("--threads", type=int, default=1)
 

@@ -4,10 +4,12 @@ Nothing here knows about Snakemake; tracking goes through `tracking` (imported o
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -105,90 +107,160 @@ def imp_mask(run_dir: str | os.PathLike, rate: float, out: str | os.PathLike) ->
 
 def run_training(spec: RunSpec, recipe: Recipe, *, data_file: str | os.PathLike, mask_file: str | os.PathLike,
                  out_dir: str | os.PathLike, topology: str = "static", topology_options: dict[str, Any] | None = None,
+                 init_weights: str | os.PathLike | None = None, rewind_step: int | None = None,
                  tracking_uri: str | None = None, device: str = "auto", log: Log = print) -> Result:
-    """Train one run and write metrics.json, model.pt, mask.pt and structure.json into `out_dir`."""
+    """Train one run and write metrics.json, model.pt, mask.pt and structure.json into `out_dir`.
+
+    `init_weights` replaces the seeded initial weights (IMP rewinding); with `rewind_step` the run also
+    writes rewind.pt, its weights after that many optimizer steps, for IMP's levels to restart from.
+    """
     dev = pick_device(device)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ds = data.load(data_file)
     seeds = derive_seeds(spec.seed)
     mask = Mask.load(mask_file)
-    fresh = spec.variant == "reinit" or bool(mask.meta.get("fresh_weights"))
-    weight_seed = seeds["reinit_seed"] if fresh else seeds["weight_seed"]
-    model = build_model(spec.model, ds.num_classes, ds.input_shape, seed=weight_seed).to(dev)
-    mask.check_model(model, source=f"mask file {mask_file}", target=spec.model)
-
-    loader_args = dict(batch_size=recipe.batch_size, device=dev, mean=ds.mean, std=ds.std)
-    x_train, y_train = ds.x_train, ds.y_train
-    if recipe.train_subset and recipe.train_subset < len(y_train):
-        keep = np.sort(np.random.default_rng(0).permutation(len(y_train))[: recipe.train_subset])
-        x_train, y_train = x_train[keep], y_train[keep]
-    train_loader = data.DeviceLoader(x_train, y_train, train=True, seed=seeds["data_seed"],
-                                     augment=recipe.augment, **loader_args)
-    test_loader = data.DeviceLoader(ds.x_test, ds.y_test, train=False, seed=0, **loader_args)
+    model, fresh = _initial_model(spec, ds, mask, seeds, mask_file, init_weights)
+    model.to(dev)
+    train_loader, test_loader = _loaders(ds, recipe, seeds["data_seed"], dev)
+    total_steps = recipe.epochs * len(train_loader)
+    if rewind_step is not None and not 0 <= rewind_step <= total_steps:
+        raise ValueError(f"rewind step {rewind_step} is outside this run's {total_steps} optimizer steps "
+                         f"({recipe.epochs} epochs of {len(train_loader)})")
 
     params = {**recipe.to_dict(), **seeds, "seed": spec.seed, "topology": topology,
               **{f"topology.{k}": v for k, v in (topology_options or {}).items()},
               "mask_file": str(mask_file), "mask_density": mask.density, "fresh_weights": fresh,
+              "init_weights": str(init_weights or ""), "rewind_step": "" if rewind_step is None else rewind_step,
               "device": dev.type, "torch": torch.__version__}
-    tracker = _tracker(spec, tracking_uri)
-    extra: dict[str, Any] = {}
     key = json.dumps({"spec": spec.name, "params": {k: str(v) for k, v in params.items() if k != "device"}},
                      sort_keys=True)
+    from .structure import summary
+
+    init_structure = summary(model, mask, ds.input_shape)  # the network as training starts (PHEW's measures)
+    extra: dict[str, Any] = {}  # saved with every checkpoint: a resumed job keeps all of it
+    checkpoint = out / "checkpoint.pt"
+    track = Tracking(spec, tracking_uri)
+    # a resumed job continues its own MLflow run: the checkpoint knows its id
+    started = track("start", spec.tags(), params, resume_run_id=_checkpoint_run_id(checkpoint, key))
     recorder = StructureRecorder(out / "epoch_masks", extra) if topology != "static" else None
 
     def on_epoch(row: dict[str, Any], topo: Any) -> None:
         if recorder is not None:
             row["overlap_prev"] = recorder.record(row["epoch"], topo.mask)
-        if tracker is not None:
-            tracker.log_epoch(row, step=row["epoch"])
+        if started is not None:
+            extra["run_id"] = started.result()
+        track("log_epoch", dict(row), step=row["epoch"])
 
-    from .structure import summary
+    def on_step(steps: int, net: torch.nn.Module) -> None:
+        if steps == rewind_step:
+            extra["rewind"] = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
 
-    init_structure = summary(model, mask, ds.input_shape)  # the network as training starts (PHEW's measures)
-    checkpoint = out / "checkpoint.pt"
-    if tracker is not None:
-        # peek at the checkpoint for the run id so a resumed job continues its own MLflow run
-        resume_id = _checkpoint_run_id(checkpoint, key)
-        extra["run_id"] = tracker.start(spec.tags(), params, resume_run_id=resume_id)
     try:
         result = train(model, mask, recipe, train_loader, test_loader, generator=seeded_generator(seeds["mask_seed"]),
                        topology=topology, topology_options=topology_options, checkpoint=checkpoint,
-                       checkpoint_key=key, extra_state=extra, on_epoch=on_epoch, log=log)
+                       checkpoint_key=key, extra_state=extra, on_epoch=on_epoch,
+                       on_step=on_step if rewind_step is not None else None, log=log)
     except BaseException:
-        if tracker is not None:
-            tracker.finish("FAILED")
+        with contextlib.suppress(Exception):  # the training error is the one to report
+            track.close("FAILED")
         raise
-    if tracker is not None and result.resumed_from:
-        for row in result.history[: result.resumed_from]:
-            tracker.log_epoch(row, step=row["epoch"])  # epochs a killed job had not logged yet
+    for row in result.history[: result.resumed_from]:
+        track("log_epoch", row, step=row["epoch"])  # epochs a killed job had not logged yet
 
-    final_mask = result.mask
-    final_mask.meta.update(mask.meta, density=final_mask.density, topology=topology)
-    final_mask.save(out / "mask.pt")
-    atomic_save(model.state_dict(), out / "model.pt")
-    structure = {"init": init_structure, **_structure_summary(model, final_mask, ds.input_shape)}
-    if recorder is not None:
-        structure["history"] = recorder.finish(final_mask)
-    write_json(out / "structure.json", structure)
-    metrics = {
-        "spec": spec.tags(), "final_test_acc": result.final["test_acc"], "best_test_acc": result.best_test_acc,
-        "final_train_loss": result.final["train_loss"], "final_test_loss": result.final["test_loss"],
-        "density": final_mask.density, "epochs": recipe.epochs, "history": result.history,
-        "seeds": seeds, "topology": topology, "topology_options": topology_options or {},
-    }
+    if rewind_step is not None:
+        atomic_save(extra.pop("rewind"), out / "rewind.pt")
+    metrics = _write_outputs(out, model, result, {**mask.meta, "topology": topology}, recorder, init_structure,
+                             ds.input_shape)
+    metrics.update(spec=spec.tags(), epochs=recipe.epochs, seeds=seeds, topology=topology,
+                   topology_options=topology_options or {}, init_weights=str(init_weights or ""),
+                   rewind_step=rewind_step)
     write_json(out / "metrics.json", metrics)
-    if tracker is not None:
-        tracker.log_summary({"final_test_acc": metrics["final_test_acc"], "best_test_acc": metrics["best_test_acc"]})
-        tracker.log_artifacts([out / "metrics.json", out / "structure.json"])
-        tracker.finish("FINISHED")
+    track("log_summary", {"final_test_acc": metrics["final_test_acc"], "best_test_acc": metrics["best_test_acc"]})
+    track("log_artifacts", [out / "metrics.json", out / "structure.json"])
+    track.close("FINISHED")
     checkpoint.unlink(missing_ok=True)
     return result
 
 
-def _tracker(spec: RunSpec, uri: str | None) -> Any:
-    if not uri:
-        return None
+def _initial_model(spec: RunSpec, ds: data.Dataset, mask: Mask, seeds: dict[str, int], mask_file: Any,
+                   init_weights: str | os.PathLike | None) -> tuple[torch.nn.Module, bool]:
+    """The weights a run starts from: seeded (fresh ones for reinit), or loaded from `init_weights`."""
+    fresh = spec.variant == "reinit" or bool(mask.meta.get("fresh_weights"))
+    model = build_model(spec.model, ds.num_classes, ds.input_shape,
+                        seed=seeds["reinit_seed"] if fresh else seeds["weight_seed"])
+    mask.check_model(model, source=f"mask file {mask_file}", target=spec.model)
+    if init_weights:
+        if fresh:
+            raise ValueError(f"run {spec.name} starts from fresh weights; it cannot also load {init_weights}")
+        state = torch.load(init_weights, map_location="cpu", weights_only=True)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as e:
+            raise ValueError(f"initial weights {init_weights} do not fit {spec.model}: {e}") from None
+    return model, fresh
+
+
+def _loaders(ds: data.Dataset, recipe: Recipe, data_seed: int, dev: torch.device) -> tuple[Any, Any]:
+    """Training batches (a fixed subset if the recipe asks for one) and test batches, on the device."""
+    args = dict(batch_size=recipe.batch_size, device=dev, mean=ds.mean, std=ds.std)
+    x_train, y_train = ds.x_train, ds.y_train
+    if recipe.train_subset and recipe.train_subset < len(y_train):
+        keep = np.sort(np.random.default_rng(0).permutation(len(y_train))[: recipe.train_subset])
+        x_train, y_train = x_train[keep], y_train[keep]
+    return (data.DeviceLoader(x_train, y_train, train=True, seed=data_seed, augment=recipe.augment, **args),
+            data.DeviceLoader(ds.x_test, ds.y_test, train=False, seed=0, **args))
+
+
+def _write_outputs(out: Path, model: torch.nn.Module, result: Result, meta: dict[str, Any],
+                   recorder: "StructureRecorder | None", init_structure: dict[str, Any],
+                   input_shape: tuple[int, int, int]) -> dict[str, Any]:
+    """mask.pt (with `meta`), model.pt and structure.json of a finished run; returns the run's metrics."""
+    final_mask = result.mask
+    final_mask.meta.update(meta, density=final_mask.density)
+    final_mask.save(out / "mask.pt")
+    atomic_save(model.state_dict(), out / "model.pt")
+    structure = {"init": init_structure, **_structure_summary(model, final_mask, input_shape)}
+    if recorder is not None:
+        structure["history"] = recorder.finish(final_mask)
+    write_json(out / "structure.json", structure)
+    return {"final_test_acc": result.final["test_acc"], "best_test_acc": result.best_test_acc,
+            "final_train_loss": result.final["train_loss"], "final_test_loss": result.final["test_loss"],
+            "density": final_mask.density, "history": result.history}
+
+
+class Tracking:
+    """A job's MLflow run, driven from one worker thread, so that MLflow's import (about 2 s), its store
+    and every write overlap training instead of delaying it. Calls return at once (a Future) and run in
+    order; `close` waits for them all and raises the first failure. Without a URI nothing is tracked."""
+
+    def __init__(self, spec: RunSpec, uri: str | None) -> None:
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="mlflow") if uri else None
+        self._calls: list[Future] = []
+        if self._pool is not None:
+            self._tracker = self._pool.submit(_open_tracker, spec, uri)
+            self._calls.append(self._tracker)
+
+    def __call__(self, method: str, *args: Any, **kwargs: Any) -> Future | None:
+        """Queue `RunTracker.<method>(*args, **kwargs)`."""
+        if self._pool is None:
+            return None
+        call = self._pool.submit(lambda: getattr(self._tracker.result(), method)(*args, **kwargs))
+        self._calls.append(call)
+        return call
+
+    def close(self, status: str) -> None:
+        if self._pool is None:
+            return
+        self("finish", status)
+        try:
+            for call in self._calls:
+                call.result()
+        finally:
+            self._pool.shutdown()
+
+
+def _open_tracker(spec: RunSpec, uri: str) -> Any:
     from .tracking import RunTracker
 
     return RunTracker(uri, spec.study, spec.name)

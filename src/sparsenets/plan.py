@@ -20,6 +20,7 @@ import yaml
 from torch.nn import functional as F
 
 from .models import build_model
+from .optim import SGD
 
 # Training images per second on one A100 (bf16 autocast and channels_last, as recipes use on CUDA;
 # batch 128, 32x32 RGB). ASSUMED, not measured: scaled from public CIFAR timings of these networks
@@ -110,7 +111,7 @@ def measure_cpu(model: str, dataset: str, batch: int = 128, steps: int = 2) -> t
     gen = torch.Generator().manual_seed(0)
     net = build_model(model, classes, shape, seed=0)
     x, y = torch.randn(batch, *shape, generator=gen), torch.randint(classes, (batch,), generator=gen)
-    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    optimizer = SGD(net.parameters(), lr=0.01, momentum=0.9)
 
     def train_step() -> None:
         optimizer.zero_grad()

@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .masks import Mask, atomic_save
+from .optim import SGD
 from .topology import Schedule, Topology, make_topology
 
 
@@ -81,6 +82,7 @@ class Result:
 
 
 EpochCallback = Callable[[dict[str, Any], Topology], None]
+StepCallback = Callable[[int, nn.Module], None]  # (optimizer steps taken so far, model)
 
 
 def train(
@@ -97,19 +99,21 @@ def train(
     checkpoint_key: str = "",
     extra_state: dict[str, Any] | None = None,
     on_epoch: EpochCallback | None = None,
+    on_step: StepCallback | None = None,
     log: Callable[[str], None] = print,
 ) -> Result:
     """Train `model` under `mask` following `recipe`; resume from `checkpoint` if it is this run's.
 
     `checkpoint_key` names what defines the run: a checkpoint with another key is not resumed.
     `extra_state` is stored in every checkpoint and handed back (e.g. the tracking run id).
+    `on_step(n, model)` sees the model after every n-th optimizer step, and n = 0 before the first.
     """
     device = next(model.parameters()).device
     use_bf16 = recipe.uses_bf16(device)
     if recipe.uses_channels_last(device):
         model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
-                                nesterov=recipe.nesterov, weight_decay=recipe.weight_decay)
+    optimizer = SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
+                    weight_decay=recipe.weight_decay)
     schedule = Schedule(len(train_loader), recipe.epochs, generator)
     topo = make_topology(topology, model, mask, optimizer, schedule, **(topology_options or {}))
 
@@ -133,6 +137,8 @@ def train(
     if os.environ.get("SPARSENETS_BENCH_FIRST_STEP"):  # benchmarks/overhead.py times a job's start-up
         log(f"first step at {time.time():.3f}")
     step = start * len(train_loader)
+    if on_step is not None and start == 0:
+        on_step(0, model)
     for epoch in range(start, recipe.epochs):
         t0 = time.perf_counter()
         lr = recipe.lr_at(epoch)
@@ -144,13 +150,15 @@ def train(
             topo.before_forward(step)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 loss = F.cross_entropy(model(x), y)
-            optimizer.zero_grad(set_to_none=False)
+            optimizer.zero_grad()
             loss.backward()
             topo.before_step(step)
             optimizer.step()
             topo.after_step(step)
             loss_sum += loss.detach()
             step += 1
+            if on_step is not None:
+                on_step(step, model)
         train_loss = float(loss_sum) / max(1, len(train_loader))
         if not math.isfinite(train_loss):
             raise NumericalError(f"training loss is {train_loss} in epoch {epoch + 1}; "

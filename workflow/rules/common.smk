@@ -60,7 +60,13 @@ def _check_names():
         for key, kind in (("models", "models"), ("methods", "methods"), ("datasets", "datasets")):
             known = KNOWN[kind] + (["imp"] + KNOWN["topologies"] if kind == "methods" else [])
             for name in spec.get(key, []):
-                if name not in known:
+                source = name.removeprefix("random-like-") if key == "methods" else name
+                if source != name and (source not in spec["methods"] or source.startswith("random-like-")):
+                    raise ValueError(
+                        f"config key 'presets.{config['preset']}.studies.{study}.methods': {name!r} copies the "
+                        f"layer densities of method {source!r}, which this study does not list"
+                    )
+                if name not in known and source == name:
                     raise ValueError(
                         f"config key 'presets.{config['preset']}.studies.{study}.{key}': unknown {key[:-1]} "
                         f"{name!r}; known: {', '.join(known)}"
@@ -95,6 +101,7 @@ wildcard_constraints:
     method=r"[a-z0-9-]+",
     density=r"[0-9.]+(e-[0-9]+)?",
     seed=r"[0-9]+",
+    source=r"[a-z0-9-]+",
 
 
 def fmt_density(d):

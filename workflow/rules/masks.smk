@@ -45,3 +45,26 @@ rule imp_mask:
         run_dir=imp_previous,
     shell:
         "{PY} -m sparsenets imp-mask --run-dir {params.run_dir} --rate {params.rate} --out {output} > {log} 2>&1"
+
+
+LIKE = "random-like-"  # random-like-{method}: random wiring with the layer densities of {method}'s run
+
+
+ruleorder: mask_layer_matched > mask
+
+
+rule mask_layer_matched:
+    # The per-layer kept counts of another method's final structure (same density and seed), rewired at random.
+    input:
+        data=f"{DATA}/{{dataset}}.npz",
+        like=lambda w: f"{run_dir(w.study, w.dataset, w.model, w.source, w.density, w.seed)}/mask.pt",
+    output:
+        f"{RESULTS}/{{study}}/masks/{{dataset}}/{{model}}/{LIKE}{{source}}/d{{density}}/s{{seed}}.pt",
+    log:
+        f"{LOGS}/{{study}}/masks/{{dataset}}/{{model}}/{LIKE}{{source}}/d{{density}}/s{{seed}}.log",
+    params:
+        options=lambda w, input: json.dumps({"like": input.like}),
+    shell:
+        "{PY} -m sparsenets mask --dataset {wildcards.dataset} --data {input.data} --model {wildcards.model} "
+        "--method random-like --density {wildcards.density} --seed {wildcards.seed} "
+        "--options '{params.options}' --device cpu --out {output} > {log} 2>&1"

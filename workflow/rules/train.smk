@@ -19,7 +19,7 @@ def train_shell(variant):
         "--model {wildcards.model} --method {wildcards.method} --density {wildcards.density} "
         "--seed {wildcards.seed} --mask {input.mask} --recipe '{params.recipe}' --device {params.device} "
         "--topology {params.topology} --topology-options '{params.options}' "
-        f"--variant '{variant}' "
+        f"--variant '{variant}' --init-weights '{{input.init}}' {{params.rewind}} "
         "--threads {threads} --out-dir {params.out_dir} > {log} 2>&1"
     )
 
@@ -29,10 +29,18 @@ def run_outputs(folder):
             (("metrics", "json"), ("model", "pt"), ("mask", "pt"), ("structure", "json"))}
 
 
+def rewound_weights(w):
+    """IMP's levels restart from the dense run's weights after imp.rewind_step steps (0: its init)."""
+    if w.method != "imp":
+        return []
+    return f"{run_dir(w.study, w.dataset, w.model, 'random', 1.0, w.seed)}/rewind.pt"
+
+
 rule train:
     input:
         data=f"{DATA}/{{dataset}}.npz",
         mask=mask_input,
+        init=rewound_weights,
         tracking=ancient(rules.mlflow_init.output[0]),
     output:
         **run_outputs(f"{RUN}/s{{seed}}"),
@@ -47,8 +55,24 @@ rule train:
         options=lambda w: json.dumps(plan(w.study, w.method)["options"]),
         device=config["device"],
         out_dir=lambda w, output: str(Path(output.metrics).parent),
+        rewind="",
     shell:
         train_shell("")
+
+
+ruleorder: train_dense > train
+
+
+use rule train as train_dense with:
+    # The dense run IMP starts from (random at density 1) also keeps its weights at the rewind step.
+    output:
+        **run_outputs(f"{RUN}/s{{seed}}"),
+        rewind=f"{RESULTS}/{{study}}/runs/{RUN}/s{{seed}}/rewind.pt",
+    wildcard_constraints:
+        method="random",
+        density="1",
+    params:
+        rewind=lambda w: f"--rewind-step {STUDIES[w.study].get('imp', {}).get('rewind_step', 0)}",
 
 
 rule train_reinit:
@@ -56,6 +80,7 @@ rule train_reinit:
     input:
         data=f"{DATA}/{{dataset}}.npz",
         mask=f"{RESULTS}/{{study}}/runs/{RUN}/s{{seed}}/mask.pt",
+        init=[],
         tracking=ancient(rules.mlflow_init.output[0]),
     output:
         **run_outputs(f"{RUN}/reinit/s{{seed}}"),
@@ -68,6 +93,7 @@ rule train_reinit:
         recipe=lambda w: json.dumps(recipe_of(w.study)),
         topology="static",
         options="{}",
+        rewind="",
         device=config["device"],
         out_dir=lambda w, output: str(Path(output.metrics).parent),
     shell:

@@ -66,3 +66,19 @@ def random_uniform(model: nn.Module, density: float, inputs: PruneInputs) -> Mas
 @register("random-erk")
 def random_erk(model: nn.Module, density: float, inputs: PruneInputs) -> Mask:
     return random_mask(model, layer_counts(model, erk_densities(model, density), density), inputs.generator)
+
+
+@register("random-like")
+def random_layer_matched(model: nn.Module, density: float, inputs: PruneInputs) -> Mask:
+    """Uniformly random within each layer, with the per-layer kept counts of another mask (option
+    `like`: its file): the baseline that separates a method's layer densities from its wiring."""
+    path = inputs.options.get("like")
+    if not path:
+        raise ValueError("pruning method 'random-like' needs option 'like': the mask file whose layer densities it copies")
+    source = Mask.load(path)
+    source.check_model(model, source=f"mask file {path}")
+    if abs(source.density - density) > 0.01 * density:
+        raise ValueError(f"mask file {path} has density {source.density:.6g}, not the {density:.6g} asked for")
+    mask = random_mask(model, {k: int(m.sum()) for k, m in source.items()}, inputs.generator)
+    mask.meta["like"] = str(path)
+    return mask

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..masks import Mask, prunable
+from ..optim import SGD
 
 
 @dataclass
@@ -37,7 +38,7 @@ class Topology:
     name = "static"
     starts_dense = False  # DNW begins from every weight of the init; the others from the masked init
 
-    def __init__(self, model: nn.Module, mask: Mask, optimizer: torch.optim.Optimizer, schedule: Schedule,
+    def __init__(self, model: nn.Module, mask: Mask, optimizer: SGD, schedule: Schedule,
                  **options: Any) -> None:
         self.model, self.optimizer, self.schedule, self.options = model, optimizer, schedule, options
         self.weights = prunable(model)
@@ -107,7 +108,7 @@ def load_all() -> None:
         importlib.import_module(f"{__name__}.{mod}")
 
 
-def make_topology(name: str, model: nn.Module, mask: Mask, optimizer: torch.optim.Optimizer, schedule: Schedule,
+def make_topology(name: str, model: nn.Module, mask: Mask, optimizer: SGD, schedule: Schedule,
                   **options: Any) -> Topology:
     load_all()
     if name not in TOPOLOGIES:

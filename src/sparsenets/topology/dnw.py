@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..masks import Mask, keep_count
+from ..optim import SGD
 from . import Schedule, Topology, register
 
 
@@ -24,7 +25,7 @@ class DNW(Topology):
 
     starts_dense = True
 
-    def __init__(self, model: nn.Module, mask: Mask, optimizer: torch.optim.Optimizer, schedule: Schedule,
+    def __init__(self, model: nn.Module, mask: Mask, optimizer: SGD, schedule: Schedule,
                  freeze_epoch: int | None = None) -> None:
         if freeze_epoch is not None and (not isinstance(freeze_epoch, int) or freeze_epoch < 0):
             raise ValueError(f"dnw option freeze_epoch must be a non-negative integer or None, got {freeze_epoch!r}")

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ..masks import Mask, keep_count
+from ..optim import SGD
 from . import Schedule, Topology, register
 
 
@@ -24,7 +25,7 @@ class RigL(Topology):
     """Rewire at steps ΔT, 2ΔT, ... below T_end = end_fraction * total steps, dropping and growing
     α_t = alpha * (1 + cos(π t / T_end)) / 2 of each layer's active weights."""
 
-    def __init__(self, model: nn.Module, mask: Mask, optimizer: torch.optim.Optimizer, schedule: Schedule,
+    def __init__(self, model: nn.Module, mask: Mask, optimizer: SGD, schedule: Schedule,
                  delta_t: int = 100, end_fraction: float = 0.75, alpha: float = 0.3) -> None:
         if not isinstance(delta_t, int) or delta_t < 1:
             raise ValueError(f"rigl option delta_t must be a positive integer, got {delta_t!r}")
