@@ -20,6 +20,7 @@ from . import REPO, config
 from .train_step import CIFAR_TEST, CIFAR_TRAIN
 
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+PRICED_AS = {"random-like": "random"}  # the same draws; it needs another run's mask to be measured itself
 
 
 def snakemake(work: str | Path, preset: str, *args: str) -> subprocess.CompletedProcess:
@@ -81,7 +82,7 @@ def estimate(jobs: list[Any], *, train_ips: dict[tuple[str, str], float], eval_i
             epoch = n_train / train_ips[job.model, job.topology] + CIFAR_TEST / eval_ips[job.model]
             seconds[job.cmd] += recipe["epochs"] * epoch
         elif job.cmd == "mask":
-            seconds[job.cmd] += mask_s[job.model, job.method]
+            seconds[job.cmd] += mask_s[job.model, PRICED_AS.get(job.method, job.method)]
         elif job.cmd == "sensitivity":
             seconds[job.cmd] += len(job.fractions) * fraction_s[model_of_run(job.run_dir)]
     total = sum(seconds.values())
@@ -105,7 +106,8 @@ def quick_preset_estimate(measure_train: Callable[[str, str, dict], float], meas
     masks: dict[tuple[str, str], float] = {}
     for j in jobs:
         if j.cmd == "mask":  # the densest mask of a kind costs the most (PHEW walks until it is full)
-            masks[j.model, j.method] = max(masks.get((j.model, j.method), 0.0), j.density)
+            key = (j.model, PRICED_AS.get(j.method, j.method))
+            masks[key] = max(masks.get(key, 0.0), j.density)
     slots = max(1, (os.cpu_count() or 1) // config()["threads_per_job"])
     out = estimate(jobs, train_ips={k: measure_train(*k, trains[k]) for k in sorted(trains)},
                    eval_ips={m: measure_eval(m) for m in sorted(models)},

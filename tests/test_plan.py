@@ -35,7 +35,7 @@ def test_tiny_plan_reports_snakemakes_job_counts(tmp_path):
     preset, plans = plan("tiny", REPO / "config.yaml", REPO / "Snakefile")
     whole = first_job_stats(snakemake(tmp_path, "-n", "--quiet", "rules", "--config", "preset=tiny").stdout)
     assert preset == "tiny" and [p.study for p in plans] == ["phew", "deconstructing"]
-    for rule in ("mask", "imp_mask", "train", "train_reinit", "sensitivity"):
+    for rule in ("mask", "imp_mask", "mask_layer_matched", "train", "train_dense", "train_reinit", "sensitivity"):
         assert sum(p.jobs.get(rule, 0) for p in plans) == whole.get(rule, 0), rule
     assert plans[0].jobs["train"] == 18 and "imp_mask" not in plans[0].jobs  # PHEW: 9 methods x 2 densities
     assert all(c.cpu > 0 and c.gpu > 0 for p in plans for c in p.costs)

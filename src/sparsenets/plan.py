@@ -41,9 +41,9 @@ DATASET_SIZES = {
     "synthetic": (2_000, 500, (3, 16, 16), 10),
 }
 
-KINDS = {"mask": "masks", "imp_mask": "IMP masks", "train": "training", "train_reinit": "reinit",
-         "sensitivity": "sensitivity"}
-TRAINING = ("train", "train_reinit")
+KINDS = {"mask": "masks", "imp_mask": "IMP masks", "mask_layer_matched": "matched masks", "train": "training",
+         "train_dense": "dense", "train_reinit": "reinit", "sensitivity": "sensitivity"}
+TRAINING = ("train", "train_dense", "train_reinit")
 
 
 @dataclass(frozen=True)
