@@ -110,6 +110,9 @@ def test_edges_of_the_definitions():
     assert verdicts(dec_runs=close)["C4"] == REPRODUCED
     assert verdicts(dec_overlap=recorded)["C6"] == NOT_REPRODUCED
     assert verdicts(dec_runs=nearly)["C7"] == REPRODUCED
+    # a layer-matched random baseline is a random structure: it may drop faster than uniform random
+    assert verdicts(dec_sens=dec_sens({"random": 0.2, "random-like-imp": 0.1, "imp": 0.6, "dnw": 0.5,
+                                       "rigl": 0.4}))["C5"] == REPRODUCED
     assert verdicts(dec_runs=dec_runs(full_dnw=0.81, frozen={3: 0.795, 10: 0.9}))["C7"] == NOT_REPRODUCED
 
 

@@ -57,8 +57,11 @@ def cmd_mlflow_init(a: argparse.Namespace) -> None:
 
 
 def cmd_mask(a: argparse.Namespace) -> None:
+    import torch
+
     from .experiments import make_mask
 
+    torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
     mask = make_mask(a.model, a.data, a.method, a.density, a.seed, a.out, options=a.options, device=a.device)
     _log(f"{a.method} mask for {a.model} at density {a.density}: kept {mask.kept} of {mask.total} "
@@ -200,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = add("mask", cmd_mask, "build a mask at initialisation and save it")
     _run_args(s, study=False)
     s.add_argument("--options", type=_json_arg, default={}, help="method options as JSON")
+    s.add_argument("--threads", type=int, default=1)
     s.add_argument("--out", required=True)
 
     s = add("train", cmd_train, "train one run under a mask; writes metrics.json, model.pt, mask.pt, structure.json")

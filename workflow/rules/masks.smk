@@ -9,6 +9,7 @@ rule mask:
         f"{RESULTS}/{{study}}/masks/{{dataset}}/{{model}}/{{method}}/d{{density}}/s{{seed}}.pt",
     log:
         f"{LOGS}/{{study}}/masks/{{dataset}}/{{model}}/{{method}}/d{{density}}/s{{seed}}.log",
+    threads: config["threads_per_job"]
     resources:
         gpu=config["gpus_per_job"],  # data-dependent methods and SynFlow run on the job's device
     params:
@@ -17,7 +18,7 @@ rule mask:
     shell:
         "{PY} -m sparsenets mask --dataset {wildcards.dataset} --data {input.data} --model {wildcards.model} "
         "--method {wildcards.method} --density {wildcards.density} --seed {wildcards.seed} "
-        "--options '{params.options}' --device {params.device} --out {output} > {log} 2>&1"
+        "--options '{params.options}' --device {params.device} --threads {threads} --out {output} > {log} 2>&1"
 
 
 def imp_previous(w):
