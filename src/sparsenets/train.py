@@ -106,7 +106,7 @@ def train(
 
     `checkpoint_key` names what defines the run: a checkpoint with another key is not resumed.
     `extra_state` is stored in every checkpoint and handed back (e.g. the tracking run id).
-    `on_step(n, model)` sees the model after every n-th optimizer step, and n = 0 before the first.
+    `on_step(n, model)` sees the model before the first optimizer step (n = 0) and after each (n steps taken).
     """
     device = next(model.parameters()).device
     use_bf16 = recipe.uses_bf16(device)
