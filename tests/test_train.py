@@ -121,3 +121,17 @@ def test_seed_streams_are_distinct_and_stable():
 def test_recipe_rejects_unknown_keys():
     with pytest.raises(ValueError, match="unknwn"):
         Recipe.from_dict({"epochs": 1, "unknwn": 3})
+
+
+def test_a_tracking_store_that_fails_fails_the_run_and_writes_no_metrics(digits_npz, tmp_path):
+    """MLflow runs on a worker thread: its failure must still stop the job, not vanish with the thread."""
+    spec = RunSpec("phew", "digits", "mlp", "random", 0.2, 0)
+    ds = data.load(digits_npz)
+    model = build_model("mlp", ds.num_classes, ds.input_shape, seed=derive_seeds(0)["weight_seed"])
+    build_mask("random", model, 0.2, PruneInputs(seeded_generator(0), 10, ds.input_shape)).save(tmp_path / "m.pt")
+    (tmp_path / "not-a-dir").write_text("a file where the store's folder should be")
+    with pytest.raises(Exception, match="not-a-dir"):
+        run_training(spec, Recipe(epochs=2, batch_size=64, augment=False), data_file=digits_npz,
+                     mask_file=tmp_path / "m.pt", out_dir=tmp_path / "run", log=lambda m: None,
+                     tracking_uri=f"sqlite:///{tmp_path / 'not-a-dir' / 'mlflow.db'}")
+    assert not (tmp_path / "run" / "metrics.json").exists()

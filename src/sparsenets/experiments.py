@@ -1,6 +1,6 @@
 """Jobs composed from the parts: build a mask, train a run, and write the files the DAG declares.
 
-Nothing here knows about Snakemake; tracking goes through `tracking` (imported only when used).
+Nothing here knows about Snakemake; MLflow is reached through `tracking`, on a worker thread (`Tracking`).
 """
 from __future__ import annotations
 
