@@ -18,7 +18,7 @@ from sparsenets.experiments import write_json
 
 from . import REPO, Target, alternate, config, isolated
 from .end_to_end import quick_preset_estimate, tiny_preset
-from .masks import DENSITIES, METHODS, MODELS, available, mask_seconds
+from .masks import DENSITIES, METHODS, MODELS, mask_seconds
 from .overhead import job_overhead
 from .stacked import stacking_gain
 from .train_step import BATCH, compare, evaluation, mask_hook_seconds, mask_overhead, ours, sensitivity_fraction
@@ -85,7 +85,7 @@ def run(device: torch.device, quick: bool, out: Path) -> dict[str, Any]:
     if not quick:
         with threads(cores):  # mask jobs run at torch's default thread count
             log("mask builders")
-            res["mask_seconds"] = mask_seconds(available(METHODS), MODELS, DENSITIES, device)
+            res["mask_seconds"] = mask_seconds(METHODS, MODELS, DENSITIES, device)
         log("the tiny preset through snakemake")
         res.update(tiny_preset(cores))
         log("the quick preset: estimate")

@@ -11,24 +11,12 @@ import time
 import torch
 
 from sparsenets.models import build_model
-from sparsenets.pruning import PruneInputs, build_mask, get_method
+from sparsenets.pruning import PruneInputs, build_mask
 
 METHODS = ["random", "random-erk", "magnitude", "snip", "grasp", "synflow", "synflow-l2", "phew"]
 MODELS = ["vgg19", "resnet18"]
 DENSITIES = [0.1, 0.018]
 SHAPE, CLASSES = (3, 32, 32), 10
-
-
-def available(methods: list[str]) -> list[str]:
-    """The methods that are registered (phew lives in its own module and may be absent)."""
-    known = []
-    for name in methods:
-        try:
-            get_method(name)
-        except ValueError:
-            continue
-        known.append(name)
-    return known
 
 
 def fake_inputs(seed: int, device: torch.device) -> PruneInputs:
@@ -80,7 +68,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     print(header(args.models, args.densities), flush=True)
-    for method in available(args.methods):  # a row per method, printed as soon as it is timed
+    for method in args.methods:  # a row per method, printed as soon as it is timed
         seconds = mask_seconds([method], args.models, args.densities, args.device)
         print(row(method, seconds[method], args.models, args.densities), flush=True)
 

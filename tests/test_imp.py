@@ -1,6 +1,7 @@
 """IMP (levels, rewinding) and the layer-matched random baseline."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -53,7 +54,7 @@ def test_imp_level_l_has_density_0_8_to_the_l(tmp_path):
 def test_rewind_step_keeps_the_weights_after_k_steps(digits_npz, dense_mask, tmp_path):
     run_training(DENSE, RECIPE, data_file=digits_npz, mask_file=dense_mask, out_dir=tmp_path / "a", rewind_step=5,
                  **quiet)
-    one_epoch = Recipe(**{**RECIPE.to_dict(), "epochs": 1, "milestones": (2,)})
+    one_epoch = dataclasses.replace(RECIPE, epochs=1)
     run_training(DENSE, one_epoch, data_file=digits_npz, mask_file=dense_mask, out_dir=tmp_path / "b", **quiet)
     rewind = torch.load(tmp_path / "a" / "rewind.pt", weights_only=True)
     assert _states_equal(rewind, torch.load(tmp_path / "b" / "model.pt", weights_only=True))

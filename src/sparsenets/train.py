@@ -56,10 +56,15 @@ class Recipe:
         return self.precision == "bf16" or (self.precision == "auto" and device.type == "cuda")
 
     def uses_channels_last(self, device: torch.device) -> bool:
-        return self.channels_last == "on" or (self.channels_last == "auto" and device.type in ("cuda", "cpu"))
+        return self.channels_last == "on" or (self.channels_last == "auto" and prefers_channels_last(device))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def prefers_channels_last(device: torch.device) -> bool:
+    """The "auto" layout, for training and for evaluation alike (CPU pooling is 5x faster in it)."""
+    return device.type in ("cuda", "cpu")
 
 
 class NumericalError(RuntimeError):

@@ -54,19 +54,23 @@ def _known_names():
 KNOWN = _known_names()
 
 
+LIKE = "random-like-"  # random-like-M: random wiring with the layer densities of M's run (masks.smk)
+
+
 def _check_names():
     """Unknown models, methods and datasets fail here, before any job runs."""
     for study, spec in STUDIES.items():
         for key, kind in (("models", "models"), ("methods", "methods"), ("datasets", "datasets")):
             known = KNOWN[kind] + (["imp"] + KNOWN["topologies"] if kind == "methods" else [])
             for name in spec.get(key, []):
-                source = name.removeprefix("random-like-") if key == "methods" else name
-                if source != name and (source not in spec["methods"] or source.startswith("random-like-")):
-                    raise ValueError(
-                        f"config key 'presets.{config['preset']}.studies.{study}.methods': {name!r} copies the "
-                        f"layer densities of method {source!r}, which this study does not list"
-                    )
-                if name not in known and source == name:
+                if key == "methods" and name.startswith(LIKE):
+                    source = name.removeprefix(LIKE)
+                    if source not in spec["methods"] or source.startswith(LIKE):
+                        raise ValueError(
+                            f"config key 'presets.{config['preset']}.studies.{study}.methods': {name!r} copies the "
+                            f"layer densities of method {source!r}, which this study does not list"
+                        )
+                elif name not in known:
                     raise ValueError(
                         f"config key 'presets.{config['preset']}.studies.{study}.{key}': unknown {key[:-1]} "
                         f"{name!r}; known: {', '.join(known)}"

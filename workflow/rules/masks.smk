@@ -48,9 +48,6 @@ rule imp_mask:
         "{PY} -m sparsenets imp-mask --run-dir {params.run_dir} --rate {params.rate} --out {output} > {log} 2>&1"
 
 
-LIKE = "random-like-"  # random-like-{method}: random wiring with the layer densities of {method}'s run
-
-
 ruleorder: mask_layer_matched > mask
 
 
