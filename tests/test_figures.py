@@ -112,6 +112,39 @@ def test_structure_records_become_indegree_and_overlap_tables_and_a_figure(tmp_p
     assert all(o.stat().st_size > 10_000 for o in _draw(tmp_path, "indegree", [indeg, overlap]))
 
 
+def with_magnitude(df: pd.DataFrame) -> pd.DataFrame:
+    """The table with IMP's rows renamed `magnitude` (the registry name of magnitude at init)."""
+    return df.assign(method=df["method"].replace({"imp": "magnitude"}), init_path_kernel_trace=1.0)
+
+
+@pytest.mark.parametrize("name, frame", [("accuracy_vs_density", runs), ("path_kernel", runs), ("reinit", runs),
+                                         ("sensitivity", sens)])
+def test_legends_show_magnitude_at_init(name, frame):
+    """The registry's `magnitude` prunes at initialisation: every legend says so."""
+    import matplotlib.pyplot as plt
+
+    fig = figures.FIGURES[name](with_magnitude(frame()))
+    legend = [t.get_text() for t in fig.legends[0].texts]
+    plt.close(fig)
+    assert "magnitude at init" in legend and "magnitude" not in legend and "dnw" in legend
+
+
+def test_tables_label_methods_with_their_display_names(tmp_path):
+    for method in ("magnitude", "phew"):
+        run = tmp_path / method
+        run.mkdir()
+        spec = {**SPEC, "study": "phew", "method": method, "density": "0.05", "seed": 0, "variant": "original"}
+        (run / "metrics.json").write_text(json.dumps({
+            "spec": spec, "density": 0.05, "final_test_acc": 0.5, "best_test_acc": 0.6, "final_train_loss": 1.0,
+            "epochs": 1, "history": [{"epoch": 1, "density": 0.05, "train_loss": 1.0}]}))
+        (run / "structure.json").write_text(json.dumps({"summary": {}, "layers": [{"layer": "fc.weight",
+                                                                                 "density": 0.05}]}))
+    metrics = sorted(tmp_path.glob("*/metrics.json"))
+    structure = sorted(tmp_path.glob("*/structure.json"))
+    for table in (tables.runs_table(metrics), tables.epochs_table(metrics), tables.layers_table(structure)):
+        assert dict(zip(table["method"], table["label"])) == {"magnitude": "magnitude at init", "phew": "phew"}
+
+
 def test_tables_group_runs_by_their_spec_density_and_keep_the_measured_ones(tmp_path):
     """Figures and claims match methods at the same configured density: a measured density (the mask's,
     an epoch's, a layer's) must not replace it."""

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import torch
 
@@ -74,3 +76,15 @@ def test_save_load_roundtrip_and_wrong_model(tmp_path):
     with pytest.raises(ValueError, match="bad.pt"):
         Mask.load(tmp_path / "bad.pt")
     assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_mask_rule_passes_first_layer_dense_under_that_layer_policy(tmp_path):
+    """The tiny preset's Deconstructing study keeps the first layer dense; its PHEW study is global."""
+    from conftest import snakemake
+
+    out = snakemake(tmp_path, "-n", "-p", "--config", "preset=tiny").stdout
+    options = {}
+    for m in re.finditer(r"--method (\S+) .*?--options '([^']*)'.*?--out results/(\w+)/masks/", out):
+        options.setdefault((m[3], m[1]), set()).add(m[2])
+    assert options[("deconstructing", "random")] == {'{"first_layer_dense": true}'}
+    assert options[("phew", "random")] == options[("phew", "random-erk")] == options[("phew", "magnitude")] == {"{}"}

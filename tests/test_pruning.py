@@ -1,6 +1,8 @@
 """Pruning at initialisation: every method on tiny models, plus each method's defining property."""
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 import torch
 from torch.nn import functional as F
@@ -8,7 +10,8 @@ from torch.nn import functional as F
 from sparsenets.masks import Mask, keep_count, prunable
 from sparsenets.models import build_model
 from sparsenets.pruning import PruneInputs, build_mask, get_method
-from sparsenets.pruning.random import erk_densities, layer_counts, uniform_densities
+from sparsenets.pruning.random import (erk_densities, erk_spread, first_layer_dense_densities, layer_counts,
+                                       uniform_densities)
 from sparsenets.pruning.synflow import smallest
 
 SHAPES = {"mlp": (1, 8, 8), "convnet": (1, 8, 8), "resnet20": (3, 8, 8)}
@@ -90,6 +93,59 @@ def test_layer_counts_hit_the_global_budget(density: float) -> None:
         counts = layer_counts(model, layer, density)
         assert sum(counts.values()) == keep_count(density, sum(sizes.values()))
         assert all(abs(counts[k] - layer[k] * n) < 1 for k, n in sizes.items())
+
+
+# -------------------------------------------------------------- layer policy: first layer dense
+
+@pytest.mark.parametrize("model_name", ["convnet", "resnet20"])
+@pytest.mark.parametrize("density", [0.02, 0.1, 0.5, 1.0])
+def test_first_layer_dense_keeps_it_whole_and_spreads_the_rest_uniformly(model_name: str, density: float) -> None:
+    model = build_model(model_name, CLASSES, SHAPES[model_name], seed=0)
+    mask = build_mask("random", model, density, make_inputs(SHAPES[model_name], first_layer_dense=True))
+    sizes = {k: w.numel() for k, w in prunable(model).items()}
+    first, *rest = sizes
+    assert mask.kept == keep_count(density, mask.total)
+    assert bool(mask[first].all()) and mask.meta["first_layer_dense"]
+    rest_density = (mask.kept - sizes[first]) / sum(sizes[k] for k in rest)
+    assert all(abs(int(mask[k].sum()) - rest_density * sizes[k]) < 1 for k in rest)
+
+
+@pytest.mark.parametrize("density", [0.02, 0.1, 0.7])
+def test_first_layer_dense_erk_gives_the_rest_erk_densities(density: float) -> None:
+    model = build_model("resnet20", CLASSES, SHAPES["resnet20"], seed=0)
+    mask = build_mask("random-erk", model, density, make_inputs(SHAPES["resnet20"], first_layer_dense=True))
+    weights = prunable(model)
+    first, *rest = weights
+    layer = first_layer_dense_densities(model, density, erk_spread)
+    assert mask.kept == keep_count(density, mask.total) and bool(mask[first].all())
+    assert all(abs(int(mask[k].sum()) - layer[k] * weights[k].numel()) < 1 for k in rest)
+    # ERK over the rest: density / ((sum of dims)/(product of dims)) is one constant for the layers below 1
+    scale = {round(layer[k] * weights[k].numel() / sum(weights[k].shape), 9) for k in rest if layer[k] < 1}
+    assert len(scale) == 1
+
+
+def test_first_layer_dense_budget_below_the_first_layer_is_named() -> None:
+    model = build_model("convnet", CLASSES, SHAPES["convnet"], seed=0)  # conv1: 288 of 52,768 weights
+    for method in ("random", "random-erk"):
+        with pytest.raises(ValueError, match=r"density 0\.005 keeps 264 weights.*288.*'conv1\.weight'"):
+            build_mask(method, model, 0.005, make_inputs(SHAPES["convnet"], first_layer_dense=True))
+    with pytest.raises(ValueError, match="first_layer_dense must be true or false"):
+        build_mask("random", model, 0.1, make_inputs(SHAPES["convnet"], first_layer_dense="yes"))
+
+
+# sha256 of the masks' bits, computed before option first_layer_dense existed: the global policy is unchanged
+GLOBAL_MASKS = {"random": "90470dad073229e44e54cdb9aa248466a59b1f175f727cc8bfdf7ad097c31fde",
+                "random-erk": "aa66f6faa574332606fa47205fd0d8be39a2297c8fd51e05899ce82bcca63f03"}
+
+
+@pytest.mark.parametrize("method", GLOBAL_MASKS)
+@pytest.mark.parametrize("options", [{}, {"first_layer_dense": False}])
+def test_global_policy_masks_are_bit_identical_to_before(method: str, options: dict) -> None:
+    model = build_model("resnet20", CLASSES, SHAPES["resnet20"], seed=0)
+    mask = build_mask(method, model, 0.1, PruneInputs(torch.Generator().manual_seed(0), CLASSES, SHAPES["resnet20"],
+                                                      options=options))
+    digest = hashlib.sha256(b"".join(mask[k].flatten().numpy().tobytes() for k in mask)).hexdigest()
+    assert digest == GLOBAL_MASKS[method] and "first_layer_dense" not in mask.meta
 
 
 def test_magnitude_keeps_the_largest_weights() -> None:

@@ -34,7 +34,7 @@ def run(digits_npz, tmp_path_factory):
 def test_curve_counts_rows_and_leaves_the_model_alone(run):
     _, model, mask, ds = run
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    rows = curve(model, mask, ds, FRACTIONS, generator=seeded_generator(0), device="cpu", recal_batches=3)
+    rows = curve(model, mask, ds, FRACTIONS, generator=seeded_generator(0), device="cpu", recal_images=1536)
     assert len(rows) == len(MODES) * len(FRACTIONS) * 2
     assert {(r["mode"], r["fraction"], r["bn_recalibrated"]) for r in rows} == {
         (m, f, b) for m in MODES for f in FRACTIONS for b in (False, True)}
@@ -48,7 +48,7 @@ def test_no_further_pruning_reproduces_the_run(run):
     test = data.DeviceLoader(ds.x_test, ds.y_test, batch_size=512, device="cpu", mean=ds.mean, std=ds.std,
                              train=False, seed=0)
     loss, acc = evaluate(model, test)
-    rows = curve(model, mask, ds, [0.0], generator=seeded_generator(0), device="cpu", recal_batches=3)
+    rows = curve(model, mask, ds, [0.0], generator=seeded_generator(0), device="cpu", recal_images=1536)
     stale = [r for r in rows if not r["bn_recalibrated"]]
     assert [(r["test_acc"], r["test_loss"]) for r in stale] == [(acc, loss)] * len(MODES)
     assert acc == json.loads((out / "metrics.json").read_text())["final_test_acc"]
@@ -104,6 +104,11 @@ def test_run_curve_reads_a_run_folder_into_the_sensitivity_table(run, digits_npz
     table = tables.sensitivity_table([tmp_path / "curve.json"])
     assert len(table) == 2 * 2 * 2 and table["density"].eq(0.3).all() and table["seed"].eq(0).all()
     assert {"dataset", "model", "method", "mode", "bn_recalibrated", "fraction", "test_acc", "kept"} <= set(table)
+    assert result["num_classes"] == 10 and table["num_classes"].eq(10).all()  # digits: chance is 1/10
+    del result["num_classes"]
+    (tmp_path / "old.json").write_text(json.dumps(result))
+    with pytest.raises(ValueError, match="old.json has no num_classes"):
+        tables.sensitivity_table([tmp_path / "old.json"])
 
 
 def test_bad_fraction_and_revived_weights_are_errors(run, digits_npz, tmp_path):

@@ -19,11 +19,12 @@ SGD = {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-4}
 Watch = Callable[[str, int], None]
 
 
-def setup(topology: str, arch: str = "convnet", density: float = 0.2, epochs: int = 4, sgd: dict = SGD, **options):
-    """Model, optimizer and topology as the training loop builds them."""
+def setup(topology: str, arch: str = "convnet", density: float = 0.2, epochs: int = 4, sgd: dict = SGD,
+          mask_options: dict | None = None, **options):
+    """Model, optimizer and topology as the training loop builds them, from a `random` mask."""
     model = build_model(arch, 10, SHAPE, seed=0)
     gen = torch.Generator().manual_seed(1)
-    mask = build_mask("random", model, density, PruneInputs(gen, 10, SHAPE))
+    mask = build_mask("random", model, density, PruneInputs(gen, 10, SHAPE, options=mask_options or {}))
     opt = torch.optim.SGD(model.parameters(), **sgd)
     topo = make_topology(topology, model, mask, opt, Schedule(EPOCH, epochs, gen), **options)
     return model, opt, topo
@@ -229,6 +230,34 @@ def test_state_dict_round_trip_continues_identically(name, options):
     topo.load_state_dict(state["topo"])
     run(model, opt, topo, range(2 * EPOCH, 4 * EPOCH))
     assert all(torch.equal(reference[k], v) for k, v in model.state_dict().items())
+
+
+# ---------------------------------------------------------------- the first-layer-dense layer policy
+
+@pytest.mark.parametrize("name, options", [
+    ("rigl", {"delta_t": 3, "end_fraction": 1.0}),
+    ("dnw", {}),
+    ("dnw", {"freeze_epoch": 2}),
+])
+def test_a_dense_first_layer_stays_dense_and_counts_are_kept(name, options):
+    """DNW and RigL start from the study's `random` mask: with its first conv dense they keep it dense (no
+    drop or grow there), while the other layers still move at constant per-layer counts."""
+    model, opt, topo = setup(name, density=0.1, mask_options={"first_layer_dense": True}, **options)
+    first = next(iter(prunable(model)))
+    start = counts(topo.mask)
+    assert start[first] == topo.mask[first].numel() and sum(start.values()) == keep_count(0.1, topo.mask.total)
+    masks = []
+
+    def watch(phase, step):
+        if phase in ("forward", "end"):
+            assert counts(topo.mask) == start and bool(topo.mask[first].all()), (phase, step)
+            masks.append(topo.mask)
+        if phase == "forward":  # the weights in force: the whole first layer, the top-k elsewhere
+            assert bool(prunable(model)[first].ne(0).all())
+
+    run(model, opt, topo, range(4 * EPOCH), watch)
+    moved = {k for k in start if any(not torch.equal(m[k], masks[0][k]) for m in masks)}
+    assert first not in moved and moved, moved
 
 
 @pytest.mark.parametrize("name, options, bad", [

@@ -135,3 +135,51 @@ def test_a_tracking_store_that_fails_fails_the_run_and_writes_no_metrics(digits_
                      mask_file=tmp_path / "m.pt", out_dir=tmp_path / "run", log=lambda m: None,
                      tracking_uri=f"sqlite:///{tmp_path / 'not-a-dir' / 'mlflow.db'}")
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def _mask_file(digits_npz, tmp_path, model_name, density, seed=0):
+    ds = data.load(digits_npz)
+    seeds = derive_seeds(seed)
+    model = build_model(model_name, ds.num_classes, ds.input_shape, seed=seeds["weight_seed"])
+    mask = build_mask("random", model, density, PruneInputs(seeded_generator(seeds["mask_seed"]), 10, ds.input_shape))
+    mask.meta["model"] = model_name
+    mask.save(tmp_path / "mask_in.pt")
+    return tmp_path / "mask_in.pt"
+
+
+def test_eval_subset_tests_early_epochs_on_a_fixed_subset_and_the_last_on_everything(digits_npz, tmp_path):
+    n_test = len(data.load(digits_npz).y_test)
+    recipe = Recipe(epochs=3, batch_size=64, augment=False, eval_subset=100)
+    runs = []
+    for name in ("a", "b"):
+        run_training(RunSpec("phew", "digits", "mlp", "random", 0.2, 0), recipe, data_file=digits_npz,
+                     mask_file=_mask_file(digits_npz, tmp_path, "mlp", 0.2), out_dir=tmp_path / name,
+                     log=lambda m: None)
+        runs.append(json.loads((tmp_path / name / "metrics.json").read_text()))
+    history = runs[0]["history"]
+    assert [h["test_images"] for h in history] == [100, 100, n_test]
+    assert runs[0]["final_test_acc"] == history[-1]["test_acc"]
+    assert all(round(h["test_acc"] * 100) == h["test_acc"] * 100 for h in history[:2])  # k / 100 images
+    strip = [{k: v for k, v in h.items() if k != "seconds"} for h in history]
+    assert strip == [{k: v for k, v in h.items() if k != "seconds"} for h in runs[1]["history"]]  # a fixed subset
+
+
+def test_dnw_records_its_structure_at_init_as_epoch_zero(digits_npz, tmp_path):
+    """Claim C6 needs the structure before the first step: DNW's per-layer top-k of the initial |w|."""
+    out = tmp_path / "run"
+    run_training(RunSpec("deconstructing", "digits", "convnet", "dnw", 0.2, 0),
+                 Recipe(epochs=2, batch_size=64, augment=False), data_file=digits_npz,
+                 mask_file=_mask_file(digits_npz, tmp_path, "convnet", 0.2), out_dir=out, topology="dnw",
+                 log=lambda m: None)
+    history = json.loads((out / "structure.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [0, 1, 2]
+    assert history[0]["overlap_prev"] != history[0]["overlap_prev"]  # NaN: nothing before the init
+    assert 0 < history[0]["overlap_final"] < 1 and history[1]["overlap_prev"] < 1  # the first epoch moved it
+    ds = data.load(digits_npz)
+    init = build_model("convnet", ds.num_classes, ds.input_shape, seed=derive_seeds(0)["weight_seed"])
+    start = Mask.load(tmp_path / "mask_in.pt")
+    for name, w in prunable(init).items():  # in-degree at epoch 0 = that of the top-k of |w_init|
+        keep = torch.zeros(w.numel(), dtype=torch.bool)
+        keep[w.detach().abs().flatten().topk(int(start[name].sum())).indices] = True
+        expected = keep.view(w.shape).flatten(1).sum(1).tolist()
+        assert history[0]["in_degree"][name][0] == expected, name

@@ -82,7 +82,7 @@ def cmd_sensitivity(a: argparse.Namespace) -> None:
     from .sensitivity import run_curve
 
     torch.set_num_threads(a.threads)
-    curve = run_curve(a.run_dir, a.data, a.fractions, a.seed, a.device)
+    curve = run_curve(a.run_dir, a.data, a.fractions, a.seed, a.device, a.precision, a.recal_images)
     write_json(a.out, curve)
     _log(f"{len(curve['rows'])} points of further pruning for {a.run_dir} -> {a.out}")
 
@@ -90,17 +90,25 @@ def cmd_sensitivity(a: argparse.Namespace) -> None:
 def cmd_claims(a: argparse.Namespace) -> None:
     import pandas as pd
 
-    from .claims import build, write
+    from .claims import ClaimOptions, build, write
 
     def read(path: str | None) -> Any:
-        return pd.read_csv(path) if path else None
+        if not path:
+            return None
+        try:
+            return pd.read_csv(path)
+        except pd.errors.EmptyDataError:  # a study with no rows yet: an empty table, judged "not enough runs"
+            return pd.DataFrame()
 
+    if not isinstance(a.options, dict):
+        raise ValueError(f"--options must be a JSON object, got {a.options!r}")
+    options = ClaimOptions.from_dict(a.options)
     claims = build(read(a.phew_runs), read(a.phew_layers), read(a.dec_runs), read(a.dec_sensitivity),
-                   read(a.dec_overlap))
+                   read(a.dec_overlap), options)
     tables = [t for t in (a.phew_runs, a.phew_layers, a.dec_runs, a.dec_sensitivity, a.dec_overlap) if t]
-    write(claims, a.md, a.csv, preset=a.preset, tables=tables)
+    write(claims, a.md, a.csv, preset=a.preset, tables=tables, options=options)
     for c in claims:
-        _log(f"{c['id']}: {c['verdict']}")
+        _log(f"{c['id']} {c['network'] or '(no network)'}: {c['verdict']}")
 
 
 def cmd_train(a: argparse.Namespace) -> None:
@@ -229,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--run-dir", required=True)
     s.add_argument("--data", required=True)
     s.add_argument("--fractions", type=float, nargs="+", required=True)
+    s.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="as the run's recipe: bf16 autocast for bf16 (and auto on CUDA)")
+    s.add_argument("--recal-images", type=int, default=2048, help="training images BN statistics are re-estimated on")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="auto")
     s.add_argument("--threads", type=int, default=1)
@@ -238,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     for t in ("phew-runs", "phew-layers", "dec-runs", "dec-sensitivity", "dec-overlap"):
         s.add_argument(f"--{t}")
     s.add_argument("--preset", default="", help="named in the header")
+    s.add_argument("--options", type=_json_arg, default={},
+                   help="claim options as JSON: claim_density_max, focus_density, freeze_claim_epoch, "
+                        "equivalence_margin")
     s.add_argument("--md", required=True)
     s.add_argument("--csv", required=True)
 

@@ -122,7 +122,7 @@ def run_training(spec: RunSpec, recipe: Recipe, *, data_file: str | os.PathLike,
     mask = Mask.load(mask_file)
     model, fresh = _initial_model(spec, ds, mask, seeds, mask_file, init_weights)
     model.to(dev)
-    train_loader, test_loader = _loaders(ds, recipe, seeds["data_seed"], dev)
+    train_loader, test_loader, epoch_test_loader = _loaders(ds, recipe, seeds["data_seed"], dev)
     total_steps = recipe.epochs * len(train_loader)
     if rewind_step is not None and not 0 <= rewind_step <= total_steps:
         raise ValueError(f"rewind step {rewind_step} is outside this run's {total_steps} optimizer steps "
@@ -152,6 +152,10 @@ def run_training(spec: RunSpec, recipe: Recipe, *, data_file: str | os.PathLike,
             extra["run_id"] = started.result()
         track("log_epoch", dict(row), step=row["epoch"])
 
+    def on_start(topo: Any) -> None:
+        if recorder is not None:  # epoch 0: the structure in force before the first step (DNW: top-k of the init)
+            recorder.record(0, topo.mask)
+
     def on_step(steps: int, net: torch.nn.Module) -> None:
         if steps == rewind_step:
             extra["rewind"] = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
@@ -159,8 +163,9 @@ def run_training(spec: RunSpec, recipe: Recipe, *, data_file: str | os.PathLike,
     try:
         result = train(model, mask, recipe, train_loader, test_loader, generator=seeded_generator(seeds["mask_seed"]),
                        topology=topology, topology_options=topology_options, checkpoint=checkpoint,
-                       checkpoint_key=key, extra_state=extra, on_epoch=on_epoch,
-                       on_step=on_step if rewind_step is not None else None, log=log)
+                       checkpoint_key=key, extra_state=extra, on_epoch=on_epoch, on_start=on_start,
+                       on_step=on_step if rewind_step is not None else None, epoch_test_loader=epoch_test_loader,
+                       log=log)
     except BaseException:
         with contextlib.suppress(Exception):  # the training error is the one to report
             track.close("FAILED")
@@ -201,15 +206,25 @@ def _initial_model(spec: RunSpec, ds: data.Dataset, mask: Mask, seeds: dict[str,
     return model, fresh
 
 
-def _loaders(ds: data.Dataset, recipe: Recipe, data_seed: int, dev: torch.device) -> tuple[Any, Any]:
-    """Training batches (a fixed subset if the recipe asks for one) and test batches, on the device."""
+def _loaders(ds: data.Dataset, recipe: Recipe, data_seed: int, dev: torch.device) -> tuple[Any, Any, Any]:
+    """Training batches (a fixed subset if the recipe asks for one), test batches, and the test batches
+    of epochs before the last (a fixed subset if the recipe asks for one, else None), on the device."""
     args = dict(batch_size=recipe.batch_size, device=dev, mean=ds.mean, std=ds.std)
-    x_train, y_train = ds.x_train, ds.y_train
-    if recipe.train_subset and recipe.train_subset < len(y_train):
-        keep = np.sort(np.random.default_rng(0).permutation(len(y_train))[: recipe.train_subset])
-        x_train, y_train = x_train[keep], y_train[keep]
+    x_train, y_train = _subset(ds.x_train, ds.y_train, recipe.train_subset)
+    test = data.DeviceLoader(ds.x_test, ds.y_test, train=False, seed=0, **args)
+    epoch_test = None
+    if recipe.eval_subset and recipe.eval_subset < len(ds.y_test):
+        epoch_test = data.DeviceLoader(*_subset(ds.x_test, ds.y_test, recipe.eval_subset), train=False, seed=0, **args)
     return (data.DeviceLoader(x_train, y_train, train=True, seed=data_seed, augment=recipe.augment, **args),
-            data.DeviceLoader(ds.x_test, ds.y_test, train=False, seed=0, **args))
+            test, epoch_test)
+
+
+def _subset(x: np.ndarray, y: np.ndarray, n: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """A fixed subset of `n` images (the same for every run), in the split's order."""
+    if not n or n >= len(y):
+        return x, y
+    keep = np.sort(np.random.default_rng(0).permutation(len(y))[:n])
+    return x[keep], y[keep]
 
 
 def _write_outputs(out: Path, model: torch.nn.Module, result: Result, meta: dict[str, Any],

@@ -14,6 +14,8 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from .labels import label  # noqa: E402
+
 FigureFn = Callable[..., plt.Figure]
 FIGURES: dict[str, FigureFn] = {}
 
@@ -66,9 +68,15 @@ def _method_palette(methods: list[str]) -> dict[str, Any]:
     return dict(zip(sorted(methods), sns.color_palette("tab10", len(methods))))
 
 
+def _labelled(df: pd.DataFrame) -> pd.DataFrame:
+    """Methods under their display names (sparsenets.labels), so every legend reads e.g. "magnitude at init"."""
+    return df.assign(method=df["method"].map(label))
+
+
 def _by_method(df: pd.DataFrame, x: str, y: str, width: float = 4.5, **axes_set: Any) -> plt.Figure:
     """One panel per network, one line per method (mean ± std over seeds); `axes_set` styles each panel,
     its title may use {panel}."""
+    df = _labelled(df)
     key, panels = _facets(df)
     fig, axes = _panel_grid(len(panels), width=width)
     palette = _method_palette(list(df["method"].unique()))
@@ -153,7 +161,7 @@ def _log_density_axis(ax: plt.Axes, densities: list[float]) -> None:
 def reinit(runs: pd.DataFrame) -> plt.Figure:
     """Test accuracy against density per method, each structure trained from its own weights (solid) and
     from fresh ones (dashed), mean ± std over seeds (Deconstructing Fig. 1)."""
-    runs = runs[_unfrozen(runs)].rename(columns={"variant": "weights"})
+    runs = _labelled(runs[_unfrozen(runs)]).rename(columns={"variant": "weights"})
     runs["weights"] = runs["weights"].map({"original": "original", "reinit": "re-initialised"})
     key, panels = _facets(runs)
     fig, axes = _panel_grid(len(panels))
@@ -172,7 +180,7 @@ def reinit(runs: pd.DataFrame) -> plt.Figure:
 def sensitivity(sens: pd.DataFrame, density: float | None = None) -> plt.Figure:
     """Test accuracy as a further fraction of the kept weights is removed, by magnitude and at random, with
     stale and recalibrated BN statistics, mean ± std over seeds (Deconstructing Fig. 2)."""
-    sens, target = _nearest(sens, density)
+    sens, target = _nearest(_labelled(sens), density)
     sens = sens.assign(**{"BN statistics": sens["bn_recalibrated"].map({False: "stale", True: "recalibrated"})})
     key, networks = _facets(sens)
     modes = {"magnitude": "smallest magnitude first", "random": "at random"}
@@ -229,8 +237,9 @@ def indegree(indeg: pd.DataFrame, overlap: pd.DataFrame, density: float | None =
 
 def _indegree_by_first_rank(indeg: pd.DataFrame) -> pd.DataFrame:
     """Per run, epoch and quintile: the mean in-degree (relative to its layer's mean that epoch) of the
-    units in that quintile of their layer after the first recorded epoch; ties are split by unit index."""
-    first = indeg[indeg["epoch"] == indeg["epoch"].min()]
+    units in that quintile of their layer after epoch 1 (the paper's ranking; epoch 0 is the structure
+    at init); ties are split by unit index."""
+    first = indeg[indeg["epoch"] == (1 if (indeg["epoch"] == 1).any() else indeg["epoch"].min())]
     rank = first.groupby(RUN + ["layer"])["in_degree"].rank(method="first", pct=True)
     quintile = pd.cut(rank, [i / 5 for i in range(6)], labels=QUINTILES)
     groups = first[RUN + ["layer", "unit"]].assign(**{"after epoch 1": quintile})
@@ -242,12 +251,12 @@ def _indegree_by_first_rank(indeg: pd.DataFrame) -> pd.DataFrame:
 
 def _epoch_axis(ax: plt.Axes, last: int) -> None:
     """Epochs on a log axis when training is long, so the first epochs, where structure moves, stay visible."""
-    if last > 20:
-        ax.set_xscale("log")
+    if last > 20:  # symlog: linear up to epoch 1, so epoch 0 (the structure at init) stays on the axis
+        ax.set_xscale("symlog", linthresh=1)
         ax.xaxis.set_major_formatter(plt.FormatStrFormatter("%g"))
     else:
         ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
-    ax.set_xlabel("epoch" + (" (log scale)" if last > 20 else ""))
+    ax.set_xlabel("epoch (0: at init)" + (", log scale" if last > 20 else ""))
 
 
 @figure("freezing")

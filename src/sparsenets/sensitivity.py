@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -18,17 +19,19 @@ from torch import Tensor, nn
 from . import data
 from .masks import Mask, keep_count, prunable
 from .models import build_model
-from .train import evaluate, prefers_channels_last, seeded_generator
+from .train import evaluate, prefers_channels_last, seeded_generator, uses_bf16
 
 MODES = ("magnitude", "random")
 RECAL_SEED = 0  # recalibration always sees the same training batches
+RECAL_IMAGES = 2048  # BN statistics per channel average over 2,048 images x positions: plenty, and 5x cheaper than 10k
 
 
 def curve(model: nn.Module, mask: Mask, ds: data.Dataset, fractions: Sequence[float], *,
           generator: torch.Generator, device: torch.device | str, batch_size: int = 512,
-          recal_batches: int = 20) -> list[dict[str, Any]]:
+          recal_images: int = RECAL_IMAGES, bf16: bool = False) -> list[dict[str, Any]]:
     """Test accuracy after removing each further fraction of the kept weights, per mode, with stale and
-    with recalibrated BN statistics. `model` holds the run's (masked) weights and is left untouched."""
+    with recalibrated BN statistics (re-estimated on `recal_images` training images). `model` holds the
+    run's (masked) weights and is left untouched; `bf16` evaluates under bf16 autocast, as its run trained."""
     bad = [f for f in fractions if not 0.0 <= f < 1.0]
     if bad:
         raise ValueError(f"further-pruning fractions must be in [0, 1), got {bad}")
@@ -51,8 +54,8 @@ def curve(model: nn.Module, mask: Mask, ds: data.Dataset, fractions: Sequence[fl
             pruned.apply(net)
             for recalibrated in (False, True):
                 if recalibrated:
-                    recalibrate_bn(net, recal, recal_batches)
-                test_loss, test_acc = evaluate(net, test)
+                    recalibrate_bn(net, recal, math.ceil(recal_images / recal.batch_size), bf16)
+                test_loss, test_acc = evaluate(net, test, bf16)
                 rows.append({"mode": mode, "bn_recalibrated": recalibrated, "fraction": float(fraction),
                              "test_acc": test_acc, "test_loss": test_loss, "kept": pruned.kept})
     return rows
@@ -86,7 +89,7 @@ def further_masks(mask: Mask, scores: dict[str, Tensor], fractions: Sequence[flo
 
 
 @torch.no_grad()
-def recalibrate_bn(model: nn.Module, loader: data.DeviceLoader, batches: int) -> None:
+def recalibrate_bn(model: nn.Module, loader: data.DeviceLoader, batches: int, bf16: bool = False) -> None:
     """Re-estimate every BN layer's running statistics as the plain average over `batches` training
     batches (momentum None), so they describe the pruned net and not the one it was cut from."""
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
@@ -94,14 +97,17 @@ def recalibrate_bn(model: nn.Module, loader: data.DeviceLoader, batches: int) ->
         m.reset_running_stats()
         m.momentum = None
     model.train()
+    device = next(model.parameters()).device
     for _, (x, _) in zip(range(batches), loader.epoch(0)):
-        model(x)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            model(x)
     model.eval()
 
 
 def run_curve(run_dir: str | os.PathLike, data_file: str | os.PathLike, fractions: Sequence[float], seed: int,
-              device: str = "auto") -> dict[str, Any]:
-    """The sensitivity curves of one finished run: {"spec": its metrics.json spec, "rows": curve(...)}."""
+              device: str = "auto", precision: str = "auto", recal_images: int = RECAL_IMAGES) -> dict[str, Any]:
+    """The sensitivity curves of one finished run: {"spec": its metrics.json spec, "num_classes": its mask's
+    (chance accuracy for the claims), "rows": curve(...)}."""
     from .experiments import pick_device
 
     run = Path(run_dir)
@@ -117,5 +123,6 @@ def run_curve(run_dir: str | os.PathLike, data_file: str | os.PathLike, fraction
     if revived:  # e.g. DNW's dense weights saved instead of its top-k: f = 0 would not be the run
         raise ValueError(f"{run / 'model.pt'} has non-zero weights outside {run / 'mask.pt'} in {revived[:3]}")
     spec = json.loads((run / "metrics.json").read_text())["spec"]
-    rows = curve(model, mask, data.load(data_file), fractions, generator=seeded_generator(seed), device=dev)
-    return {"spec": spec, "rows": rows}
+    rows = curve(model, mask, data.load(data_file), fractions, generator=seeded_generator(seed), device=dev,
+                 recal_images=recal_images, bf16=uses_bf16(precision, dev))
+    return {"spec": spec, "num_classes": int(mask.meta["num_classes"]), "rows": rows}

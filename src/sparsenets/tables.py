@@ -10,6 +10,8 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from .labels import label
+
 
 def _read(path: str | Path) -> dict[str, Any]:
     try:
@@ -24,7 +26,7 @@ def runs_table(metrics_files: Iterable[str | Path]) -> pd.DataFrame:
     for f in metrics_files:
         m = _read(f)
         spec = m["spec"]
-        row = {**spec, "density": float(spec["density"]), "seed": int(spec["seed"]),
+        row = {**spec, "label": label(spec["method"]), "density": float(spec["density"]), "seed": int(spec["seed"]),
                "actual_density": m["density"], "final_test_acc": m["final_test_acc"],
                "best_test_acc": m["best_test_acc"], "final_train_loss": m["final_train_loss"],
                "epochs": m["epochs"], "topology": m.get("topology", "static"),
@@ -45,7 +47,8 @@ def epochs_table(metrics_files: Iterable[str | Path]) -> pd.DataFrame:
     for f in metrics_files:
         m = _read(f)
         for h in m["history"]:
-            rows.append({**m["spec"], **h, "density": float(m["spec"]["density"]), "actual_density": h["density"]})
+            rows.append({**m["spec"], "label": label(m["spec"]["method"]), **h, "density": float(m["spec"]["density"]),
+                         "actual_density": h["density"]})
     return pd.DataFrame(rows)
 
 
@@ -56,7 +59,8 @@ def layers_table(structure_files: Iterable[str | Path]) -> pd.DataFrame:
         s = _read(f)
         spec = _read(Path(f).with_name("metrics.json"))["spec"]
         for i, layer in enumerate(s["layers"]):
-            rows.append({**spec, "layer_index": i, **{k: v for k, v in layer.items() if _scalar(v)},
+            rows.append({**spec, "label": label(spec["method"]), "layer_index": i,
+                         **{k: v for k, v in layer.items() if _scalar(v)},
                          "density": float(spec["density"]), "layer_density": layer["density"]})
     return pd.DataFrame(rows)
 
@@ -71,11 +75,14 @@ def _spec(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def sensitivity_table(curve_files: Iterable[str | Path]) -> pd.DataFrame:
-    """One row per run, further-pruning mode, BN recalibration and fraction (Deconstructing Fig. 2)."""
+    """One row per run, further-pruning mode, BN recalibration and fraction (Deconstructing Fig. 2), with
+    the run's number of classes (chance accuracy is 1/num_classes)."""
     rows = []
     for f in curve_files:
         c = _read(f)
-        rows += [{**_spec(c["spec"]), **r} for r in c["rows"]]
+        if "num_classes" not in c:
+            raise ValueError(f"sensitivity curve {f} has no num_classes: it predates that field; rerun its job")
+        rows += [{**_spec(c["spec"]), "num_classes": int(c["num_classes"]), **r} for r in c["rows"]]
     return pd.DataFrame(rows)
 
 

@@ -18,9 +18,11 @@ rule sensitivity:
         fractions=lambda w: " ".join(map(str, STUDIES[w.study]["sensitivity_fractions"])),
         run_dir=lambda w, input: str(Path(input.model).parent),
         device=config["device"],
+        precision=lambda w: recipe_of(w.study).get("precision", "auto"),
     shell:
         "{PY} -m sparsenets sensitivity --run-dir {params.run_dir} --data {input.data} "
-        "--fractions {params.fractions} --seed {wildcards.seed} --device {params.device} --threads {threads} "
+        "--fractions {params.fractions} --precision {params.precision} --seed {wildcards.seed} "
+        "--device {params.device} --threads {threads} "
         "--out {output} > {log} 2>&1"
 
 

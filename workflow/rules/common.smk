@@ -181,9 +181,9 @@ def table_inputs(study, kind):
         return files(runs, "metrics.json", study) + files(runs, "metrics.json", study, "reinit") + files(
             freeze_runs(study), "metrics.json", study
         )
-    if kind == "sensitivity":
+    if kind == "sensitivity":  # at the focus density, which the figure and claim C5 read
         return [f"{RESULTS}/{study}/sensitivity/{'/'.join(map(str, r[:3]))}/d{fmt_density(r[3])}/s{r[4]}/curve.json"
-                for r in runs]
+                for r in study_runs(study, densities=[focus_density(study)])]
     dynamic = [m for m in STUDIES[study]["methods"] if plan(study, m)["topology"] != "static"]
     if kind == "indegree":
         return files(study_runs(study, ["dnw"], [focus_density(study)]), "structure.json", study)

@@ -59,6 +59,19 @@ CLAIM_TABLES = {  # claims CLI option -> (study, table)
 }
 
 
+def claim_options():
+    """What the claims are tested at (sparsenets.claims.ClaimOptions), from the studies the preset has."""
+    options = {}
+    if "phew" in STUDIES:
+        options["claim_density_max"] = STUDIES["phew"].get("claim_density_max", 0.11)
+    if "deconstructing" in STUDIES:
+        dec = STUDIES["deconstructing"]
+        options.update(focus_density=focus_density("deconstructing"),
+                       freeze_claim_epoch=dec.get("freeze_claim_epoch", 1),
+                       equivalence_margin=dec.get("equivalence_margin", 0.01))
+    return options
+
+
 rule claims:
     input:
         **{
@@ -73,6 +86,7 @@ rule claims:
         f"{LOGS}/claims.log",
     params:
         tables=lambda w, input: " ".join(f"--{k.replace('_', '-')} {v}" for k, v in input.items()),
+        options=lambda w: json.dumps(claim_options()),
     shell:
-        "{PY} -m sparsenets claims {params.tables} --preset {config[preset]} --md {output.md} --csv {output.csv} "
-        "> {log} 2>&1"
+        "{PY} -m sparsenets claims {params.tables} --preset {config[preset]} --options '{params.options}' "
+        "--md {output.md} --csv {output.csv} > {log} 2>&1"

@@ -2,6 +2,18 @@
 # IMP, by pruning the previous level's trained run.
 
 
+FIRST_LAYER_DENSE = ("random", "random-erk")  # the uniform methods a first-layer-dense layer policy changes
+
+
+def mask_options(w):
+    """The study's method options, plus first_layer_dense for the uniform methods under that layer policy."""
+    study = STUDIES[w.study]
+    options = dict(study.get("method_options", {}).get(w.method, {}))
+    if study.get("layer_policy", "global") == "first-layer-dense" and w.method in FIRST_LAYER_DENSE:
+        options["first_layer_dense"] = True
+    return json.dumps(options)
+
+
 rule mask:
     input:
         data=f"{DATA}/{{dataset}}.npz",
@@ -13,7 +25,7 @@ rule mask:
     resources:
         gpu=config["gpus_per_job"],  # data-dependent methods and SynFlow run on the job's device
     params:
-        options=lambda w: json.dumps(STUDIES[w.study].get("method_options", {}).get(w.method, {})),
+        options=mask_options,
         device=config["device"],
     shell:
         "{PY} -m sparsenets mask --dataset {wildcards.dataset} --data {input.data} --model {wildcards.model} "

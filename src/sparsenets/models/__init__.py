@@ -1,4 +1,9 @@
-"""Model registry: every network is built by name, with Kaiming-normal init (PAPERS.md)."""
+"""Model registry: every network is built by name and initialised as PHEW's code does (PAPERS.md).
+
+Kaiming-normal (fan_in) for convs and linears, BN gamma=1 beta=0, biases 0. A model class may declare
+`linear_init_std` to draw its Linear weights from N(0, std) instead: VGG does (0.01), which is what
+makes magnitude at init prune VGG's classifier away and changes SNIP and GraSP on VGG.
+"""
 from __future__ import annotations
 
 from typing import Callable
@@ -39,14 +44,17 @@ def build_model(name: str, num_classes: int, input_shape: tuple[int, int, int], 
 
 
 def init_weights(model: nn.Module, generator: torch.Generator | None = None) -> None:
-    """Kaiming-normal (fan_in) for convs and linears, BN gamma=1 beta=0, biases 0."""
+    """Kaiming-normal (fan_in) for convs, and for linears unless the model declares `linear_init_std`
+    (then N(0, std)); BN gamma=1 beta=0, biases 0."""
+    linear_std = getattr(model, "linear_init_std", None)
     for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
+        if isinstance(m, nn.Linear) and linear_std is not None:
+            nn.init.normal_(m.weight, 0.0, linear_std, generator=generator)
+        elif isinstance(m, (nn.Conv2d, nn.Linear)):
             nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu", generator=generator)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
         elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
             nn.init.ones_(m.weight)
+        if isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.BatchNorm1d)) and m.bias is not None:
             nn.init.zeros_(m.bias)
 
 

@@ -1,7 +1,8 @@
 """VGG-19 for CIFAR: 16 3x3 convs, max-pools, one final linear (512 -> classes).
 
 `vgg19` has BatchNorm and bias-free convs; `vgg19-nobn` has convs with biases and no BN, as PHEW's
-code trains it by default.
+code trains it by default. Both draw the linear layer's weights from N(0, 0.01), as PHEW's code does
+(`linear_init_std`, honoured by `init_weights`); the convs are Kaiming-normal (fan_in).
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ CFG_19 = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 51
 
 
 class VGG(nn.Module):
+    linear_init_std = 0.01  # PHEW's VGG: classifier weights ~ N(0, 0.01), not Kaiming
+
     def __init__(self, num_classes: int, in_channels: int, batch_norm: bool) -> None:
         super().__init__()
         layers: list[nn.Module] = []

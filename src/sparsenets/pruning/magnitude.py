@@ -1,4 +1,7 @@
-"""Magnitude at initialisation: the data-free baseline that looks at nothing but the weights."""
+"""Magnitude at initialisation: the data-free baseline that looks at nothing but the initial weights.
+
+Registered as `magnitude`; figures and tables show it as "magnitude at init" (sparsenets.labels), apart
+from magnitude pruning after training (PHEW's MAG reference)."""
 from __future__ import annotations
 
 from torch import nn

@@ -34,8 +34,8 @@ class DNW(Topology):
         self.densities = mask.layer_density()
         self._dense = [torch.empty_like(p) for p in self._params]
         self.frozen = False
+        self._select()  # the structure in force from the first step on (recorded as epoch 0)
         if freeze_epoch == 0:
-            self._select()
             self._freeze()
 
     @torch.no_grad()
