@@ -23,8 +23,8 @@ dry-run: $(STAMP)
 test: $(STAMP)  ## every test, the real snakemake/mlflow/slurm ones included
 	$(BIN)/python -m pytest
 
-test-fast: $(STAMP)  ## unit tests only
-	$(BIN)/python -m pytest -m "not e2e and not slurm and not tracking_server"
+test-fast: $(STAMP)  ## unit tests only: no snakemake, no pipeline, no cluster (under a minute)
+	$(BIN)/python -m pytest -m "not e2e and not snakemake and not slurm and not tracking_server"
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

@@ -18,5 +18,5 @@ include: "workflow/rules/figures.smk"
 
 rule all:
     input:
-        all_targets(),
+        grid.targets(JOBS),
     default_target: True

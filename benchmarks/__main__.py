@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from sparsenets.cli import keep_freed_memory
-from sparsenets.experiments import write_json
+from sparsenets.io import write_json
 
 from . import REPO, Target, alternate, config, isolated
 from .end_to_end import quick_preset_estimate, tiny_preset

@@ -1,5 +1,6 @@
 """The whole DAG: the tiny preset through Snakemake, timed, with the share of it that is training; and
-the quick preset's wall time on this machine, estimated from measured costs and Snakemake's own job list.
+the quick preset's wall time on this machine, estimated from measured costs and the preset's jobs
+(sparsenets.study.expand: the jobs Snakemake's rules look up).
 """
 from __future__ import annotations
 
@@ -14,13 +15,17 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
-from sparsenets.cli import build_parser
+from sparsenets.study import Job, expand
 
 from . import REPO, config
 from .train_step import CIFAR_TEST, CIFAR_TRAIN
 
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
-PRICED_AS = {"random-like": "random"}  # the same draws; it needs another run's mask to be measured itself
+COMMANDS = {  # kind of job (its rule) -> the `python -m sparsenets` command it runs
+    "dataset": "data", "mlflow_init": "mlflow-init", "mask": "mask", "mask_layer_matched": "mask",
+    "imp_mask": "imp-mask", "train": "train", "train_dense": "train", "train_reinit": "train",
+    "sensitivity": "sensitivity", "table": "table", "figure": "figure", "claims": "claims",
+}
 
 
 def snakemake(work: str | Path, preset: str, *args: str) -> subprocess.CompletedProcess:
@@ -46,26 +51,18 @@ def tiny_preset(cores: int) -> dict[str, Any]:
             "tiny_training_share": training / wall}
 
 
-def preset_jobs(preset: str) -> list[Any]:
-    """Every job of `preset` from scratch, as the arguments its `python -m sparsenets` command parses to."""
-    with tempfile.TemporaryDirectory(prefix="sparsenets-bench-dry-") as work:
-        out = snakemake(work, preset, "-n", "-p").stdout
-    parser, jobs = build_parser(), []
-    for line in out.splitlines():
-        words = shlex.split(line.removeprefix("Shell command:")) if line.startswith("Shell command:") else []
-        if "sparsenets" in words:  # every rule but `all`, which runs nothing
-            words = words[words.index("sparsenets") + 1:]
-            jobs.append(parser.parse_args(words[:words.index(">")] if ">" in words else words))
-    return jobs
+def preset_jobs(preset: str) -> list[Job]:
+    """Every job of `preset` from scratch."""
+    return expand(config(), preset)
 
 
-def model_of_run(run_dir: str) -> str:
-    """results/{study}/runs/{dataset}/{model}/...: the model of a run folder."""
-    parts = Path(run_dir).parts
-    return parts[parts.index("runs") + 2]
+def priced_method(job: Job) -> str:
+    """The method a mask job is priced as: a layer-matched mask makes random's draws (it needs another run's
+    mask to be measured itself)."""
+    return "random" if job.kind == "mask_layer_matched" else job.run.method
 
 
-def estimate(jobs: list[Any], *, train_ips: dict[tuple[str, str], float], eval_ips: dict[str, float],
+def estimate(jobs: list[Job], *, train_ips: dict[tuple[str, str], float], eval_ips: dict[str, float],
              mask_s: dict[tuple[str, str], float], fraction_s: dict[str, float], job_s: float,
              slots: int) -> dict[str, Any]:
     """Wall seconds of a preset's jobs packed `slots` at a time: every job's start-up, plus its training
@@ -74,17 +71,18 @@ def estimate(jobs: list[Any], *, train_ips: dict[tuple[str, str], float], eval_i
     (the order the IMP chain imposes is ignored)."""
     seconds: Counter = Counter()
     for job in jobs:
-        seconds[job.cmd] += job_s
-        if job.cmd == "train":
-            recipe = job.recipe
+        cmd = COMMANDS[job.kind]
+        seconds[cmd] += job_s
+        if cmd == "train":
+            recipe = json.loads(job.params["recipe"])
             n_train = min(CIFAR_TRAIN, recipe.get("train_subset") or CIFAR_TRAIN)
             n_train -= n_train % recipe["batch_size"]  # a training epoch drops the last partial batch
-            epoch = n_train / train_ips[job.model, job.topology] + CIFAR_TEST / eval_ips[job.model]
-            seconds[job.cmd] += recipe["epochs"] * epoch
-        elif job.cmd == "mask":
-            seconds[job.cmd] += mask_s[job.model, PRICED_AS.get(job.method, job.method)]
-        elif job.cmd == "sensitivity":
-            seconds[job.cmd] += len(job.fractions) * fraction_s[model_of_run(job.run_dir)]
+            epoch = n_train / train_ips[job.run.model, job.params["topology"]] + CIFAR_TEST / eval_ips[job.run.model]
+            seconds[cmd] += recipe["epochs"] * epoch
+        elif cmd == "mask":
+            seconds[cmd] += mask_s[job.run.model, priced_method(job)]
+        elif cmd == "sensitivity":
+            seconds[cmd] += len(job.params["fractions"].split()) * fraction_s[job.run.model]
     total = sum(seconds.values())
     return {"jobs": len(jobs), "core_seconds_by_command": dict(seconds), "slots": slots,
             "estimate_s": total / slots}
@@ -97,21 +95,21 @@ def quick_preset_estimate(measure_train: Callable[[str, str, dict], float], meas
     measured once."""
     jobs = preset_jobs("quick")
     trains: dict[tuple[str, str], dict] = {}  # (model, topology) -> the options of its dearest run
-    for j in (j for j in jobs if j.cmd == "train"):
-        key = (j.model, j.topology)
+    for j in (j for j in jobs if COMMANDS[j.kind] == "train"):
+        key = (j.run.model, j.params["topology"])
         if key not in trains or "freeze_epoch" in trains[key]:  # DNW frozen after k epochs trains statically
-            trains[key] = j.topology_options
+            trains[key] = json.loads(j.params["options"])
     models = {m for m, _ in trains}
-    sensitivity = {model_of_run(j.run_dir) for j in jobs if j.cmd == "sensitivity"}
+    sensitivity = {j.run.model for j in jobs if j.kind == "sensitivity"}
     masks: dict[tuple[str, str], float] = {}
     for j in jobs:
-        if j.cmd == "mask":  # the densest mask of a kind costs the most (PHEW walks until it is full)
-            key = (j.model, PRICED_AS.get(j.method, j.method))
-            masks[key] = max(masks.get(key, 0.0), j.density)
+        if COMMANDS[j.kind] == "mask":  # the densest mask of a kind costs the most (PHEW walks until it is full)
+            key = (j.run.model, priced_method(j))
+            masks[key] = max(masks.get(key, 0.0), float(j.run.density))
     slots = max(1, (os.cpu_count() or 1) // config()["threads_per_job"])
     out = estimate(jobs, train_ips={k: measure_train(*k, trains[k]) for k in sorted(trains)},
                    eval_ips={m: measure_eval(m) for m in sorted(models)},
                    mask_s={k: measure_mask(*k, d) for k, d in sorted(masks.items())},
                    fraction_s={m: measure_fraction(m) for m in sorted(sensitivity)}, job_s=job_s, slots=slots)
-    out["job_counts"] = dict(Counter(j.cmd for j in jobs))
+    out["job_counts"] = dict(Counter(COMMANDS[j.kind] for j in jobs))
     return out

@@ -107,8 +107,17 @@ def defaults() -> dict:
                 dec_overlap=dec_overlap())
 
 
+def build(phew_runs=None, phew_layers=None, dec_runs=None, dec_sens=None, dec_overlap=None, options=None):
+    """claims.build on the default config's two studies, a phew one and a deconstructing one, at one options."""
+    options = options or ClaimOptions()
+    return claims.build([
+        claims.StudyTables("phew", "phew", {"runs": phew_runs, "layers": phew_layers}, options),
+        claims.StudyTables("deconstructing", "deconstructing",
+                           {"runs": dec_runs, "sensitivity": dec_sens, "overlap": dec_overlap}, options)])
+
+
 def judged(options=None, **tables) -> dict[str, dict]:
-    rows = claims.build(**{**defaults(), **tables}, options=options)
+    rows = build(**{**defaults(), **tables}, options=options)
     assert len(rows) == len({r["id"] for r in rows}), "one network: one row per claim"
     return {r["id"]: r for r in rows}
 
@@ -212,7 +221,7 @@ def test_missing_runs_are_named():
     assert "structure at init was not recorded" in got["C6"]["measured"]
     got = judged(dec_sens=dec_sens().drop(columns="num_classes"))
     assert "num_classes" in got["C5"]["measured"] and "rebuild" in got["C5"]["measured"]
-    rows = claims.build(None, None, None, None, None)
+    rows = build(None, None, None, None, None)
     assert [r["id"] for r in rows] == ALL and {r["verdict"] for r in rows} == {NOT_ENOUGH}
 
 
@@ -305,7 +314,7 @@ def test_c3_counts_wins_over_the_low_densities_only():
 
 def test_each_network_is_judged_on_its_own():
     other = phew_runs(acc={"phew": 0.7, "synflow": 0.75, "synflow-l2": 0.76, "random": 0.6}).assign(model="vgg19")
-    rows = [r for r in claims.build(pd.concat([phew_runs(), other]), None, None, None, None) if r["id"] == "C3"]
+    rows = [r for r in build(pd.concat([phew_runs(), other]), None, None, None, None) if r["id"] == "C3"]
     assert [(r["network"], r["verdict"]) for r in rows] == [("resnet20/cifar10", REPRODUCED),
                                                             ("vgg19/cifar10", NOT_REPRODUCED)]
     assert all(n["network"] == "vgg19/cifar10" and n["verdict"] == NOT_REPRODUCED for n in rows[1]["numbers"])
@@ -370,10 +379,10 @@ def test_write_gives_a_verdict_table_number_sections_and_a_tidy_csv(tmp_path):
     tables["phew_runs"] = phew_runs(seeds=ONE)  # C2 reproduced (structural), C3 inconclusive
     tables["dec_sens"] = None
     tables["dec_runs"] = dec_runs(frozen={0: 0.80, 1: 0.70})
-    rows = claims.build(**tables)
+    rows = build(**tables)
     assert {r["verdict"] for r in rows} == {REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_ENOUGH}
     claims.write(rows, tmp_path / "claims.md", tmp_path / "claims.csv", preset="quick",
-                 tables=["results/phew/tables/runs.csv"], options=ClaimOptions())
+                 tables=["results/phew/tables/runs.csv"], options={"phew": {"claim_density_max": 0.11}})
     md = (tmp_path / "claims.md").read_text()
     assert "preset `quick`" in md and "results/phew/tables/runs.csv" in md
     assert "| Claim | Network | Verdict | Measured |" in md
@@ -406,11 +415,12 @@ def test_cli_claims_runs_on_csvs_with_options(tmp_path):
     for name, table in defaults().items():
         paths[name] = tmp_path / f"{name}.csv"
         table.to_csv(paths[name], index=False)
-    options = json.dumps({"claim_density_max": 0.11, "focus_density": 0.05, "freeze_claim_epoch": 1,
-                          "equivalence_margin": 0.01})
-    cmd = [sys.executable, "-m", "sparsenets", "claims", "--phew-runs", paths["phew_runs"], "--phew-layers",
-           paths["phew_layers"], "--dec-runs", paths["dec_runs"], "--dec-sensitivity", paths["dec_sens"],
-           "--dec-overlap", paths["dec_overlap"], "--preset", "test", "--options", options,
+    options = json.dumps({"phew": {"claim_density_max": 0.11}, "deconstructing": {
+        "focus_density": 0.05, "freeze_claim_epoch": 1, "equivalence_margin": 0.01}})
+    cmd = [sys.executable, "-m", "sparsenets", "claims", "--study", "phew", "phew", f"runs={paths['phew_runs']}",
+           f"layers={paths['phew_layers']}", "--study", "deconstructing", "deconstructing",
+           f"runs={paths['dec_runs']}", f"sensitivity={paths['dec_sens']}", f"overlap={paths['dec_overlap']}",
+           "--preset", "test", "--options", options,
            "--md", tmp_path / "claims.md", "--csv", tmp_path / "claims.csv"]
     out = subprocess.run([str(c) for c in cmd], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
@@ -420,5 +430,5 @@ def test_cli_claims_runs_on_csvs_with_options(tmp_path):
 
     from sparsenets.cli import main
 
-    rc = main(["claims", "--options", '{"bogus": 1}', "--md", str(tmp_path / "m.md"), "--csv", str(tmp_path / "c.csv")])
+    rc = main(["claims", "--study", "phew", "phew", "--options", '{"phew": {"bogus": 1}}', "--md", str(tmp_path / "m.md"), "--csv", str(tmp_path / "c.csv")])
     assert rc == 1

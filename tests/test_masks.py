@@ -78,6 +78,15 @@ def test_save_load_roundtrip_and_wrong_model(tmp_path):
     assert not list(tmp_path.glob(".*tmp"))
 
 
+def test_saving_the_same_mask_twice_gives_identical_bytes(tmp_path):
+    """Two runs of one mask job write the same file (torch.save records the temporary file's name)."""
+    model = build_model("mlp", 10, (1, 8, 8), seed=0)
+    scores = {k: torch.rand(w.shape, generator=torch.Generator().manual_seed(0)) for k, w in prunable(model).items()}
+    for run in ("a", "b"):
+        Mask.from_scores(scores, 0.3).save(tmp_path / run / "m.pt")
+    assert (tmp_path / "a" / "m.pt").read_bytes() == (tmp_path / "b" / "m.pt").read_bytes()
+
+
 def test_mask_rule_passes_first_layer_dense_under_that_layer_policy(tmp_path):
     """The tiny preset's Deconstructing study keeps the first layer dense; its PHEW study is global."""
     from conftest import snakemake

@@ -44,7 +44,7 @@ SQLITE_STORE = {"SPARSENETS_TRACKING_URI": ""}  # the default store, results/mlf
 
 def configure(work: Path, name: str = "rel.yaml", **study: object) -> Path:
     """A config file over config.yaml: preset `rel`, one phew study of one method, density and seed."""
-    spec = {"datasets": ["synthetic"], "models": ["mlp"], "methods": ["phew"], "densities": [0.1],
+    spec = {"protocol": "phew", "datasets": ["synthetic"], "models": ["mlp"], "methods": ["phew"], "densities": [0.1],
             "seeds": [0], "recipe": "rel", **study}
     cfg = {"preset": "rel", "recipes": {"rel": RECIPE}, "presets": {"rel": {"studies": {"phew": spec}}}}
     work.mkdir(parents=True, exist_ok=True)

@@ -13,33 +13,23 @@ from conftest import REPO, snakemake
 from sparsenets.experiments import derive_seeds
 from sparsenets.masks import Mask
 from sparsenets.models import build_model
+from sparsenets.study import TRAINING, expand
 
 CONFIG = yaml.safe_load((REPO / "config.yaml").read_text())
 TINY = CONFIG["presets"]["tiny"]["studies"]
+JOBS = expand(CONFIG, "tiny")
 RUN_FILES = ("metrics.json", "model.pt", "mask.pt", "structure.json")
-FIGURES = {"phew": ["accuracy_vs_density", "layer_widths", "path_kernel", "train_loss"],
-           "deconstructing": ["reinit", "sensitivity", "indegree", "freezing"]}
-TABLES = {"phew": ["runs", "epochs", "layers"], "deconstructing": ["runs", "sensitivity", "indegree", "overlap"]}
+
+
+def of(kind: str, study: str) -> list[str]:
+    """The tiny preset's tables or figures of a study, by name."""
+    return [j.key.split("/", 1)[1] for j in JOBS if j.kind == kind and j.study == study]
 
 
 def run_names(study: str) -> list[str]:
-    """Every training run of a study in the tiny preset, by its MLflow name (= its folder)."""
-    s = TINY[study]
-    densities = s.get("densities") or [(1 - s["imp"]["rate"]) ** level for level in s["imp"]["levels"]]
-    grid = [(d, m, meth, f"{float(dens):.4g}", seed) for d in s["datasets"] for m in s["models"]
-            for meth in s["methods"] for dens in densities for seed in s["seeds"]]
-    names = [f"{d}/{m}/{meth}/d{dens}/s{seed}" for d, m, meth, dens, seed in grid]
-    if study == "deconstructing":
-        names += [f"{d}/{m}/{meth}/d{dens}/reinit/s{seed}" for d, m, meth, dens, seed in grid]
-        focus = f"{(1 - s['imp']['rate']) ** s['focus_level']:.4g}"
-        names += [f"{d}/{m}/dnw-freeze{k}/d{focus}/s{seed}" for d in s["datasets"] for m in s["models"]
-                  for k in s["freeze_epochs"] for seed in s["seeds"]]
-        # the IMP chain trains every level up to the last, and level 0 is the dense run
-        rate, last = s["imp"]["rate"], max(s["imp"]["levels"])
-        names += [f"{d}/{m}/imp/d{(1 - rate) ** level:.4g}/s{seed}" for d in s["datasets"] for m in s["models"]
-                  for level in range(1, last) if level not in s["imp"]["levels"] for seed in s["seeds"]]
-        names += [f"{d}/{m}/random/d1/s{seed}" for d in s["datasets"] for m in s["models"] for seed in s["seeds"]]
-    return names
+    """Every training run of a study in the tiny preset (IMP's levels and the dense run included), by its
+    MLflow name (= its folder)."""
+    return [j.run.name for j in JOBS if j.kind in TRAINING and j.study == study]
 
 
 @pytest.mark.e2e
@@ -50,9 +40,9 @@ def test_every_declared_output_exists(tiny_run, study):
         for f in RUN_FILES:
             assert (res / "runs" / name / f).stat().st_size > 0, name
         assert not (res / "runs" / name / "checkpoint.pt").exists()
-    for table in TABLES[study]:
+    for table in of("table", study):
         assert len(pd.read_csv(res / "tables" / f"{table}.csv")) > 0, table
-    for fig in FIGURES[study]:
+    for fig in of("figure", study):
         for ext in ("png", "pdf"):
             assert (res / "figures" / f"{fig}.{ext}").stat().st_size > 1000, fig
     assert (tiny_run / "results" / "logs" / "data" / "digits.log").exists()  # every job writes a log
@@ -134,11 +124,13 @@ def test_rerun_does_nothing(tiny_run):
     assert (tiny_run / "results" / "mlflow.db").stat().st_mtime_ns == before
 
 
+@pytest.mark.snakemake
 def test_default_preset_dry_run_prints_the_dag(tmp_path):
     proc = snakemake(tmp_path, "-n", "--quiet", "rules")
     assert "train" in proc.stdout and "total" in proc.stdout
 
 
+@pytest.mark.snakemake
 @pytest.mark.parametrize("override,key", [
     ("preset=nope", "preset"), ("threads_per_job=0", "threads_per_job"),
     ("presets={'quick': {'studies': {'deconstructing': {'methods': ['random', 'random-like-snip']}}}}", "methods"),

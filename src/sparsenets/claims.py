@@ -1,5 +1,8 @@
 """The claims a run is judged by (PAPERS.md, C1–C7 and C5b), each tested on the tidy tables of one network.
 
+Each study is judged on its own tables by its protocol's claims (sparsenets.study.PROTOCOLS: C1–C3 on a phew
+study, C4–C7 and C5b on a deconstructing one), at its own options.
+
 Each test's docstring is its exact definition; `write` prints them under the verdicts. The statistics are
 in `stats`: per-seed measurements, 95 % t-intervals, paired (or Welch) differences. A difference inside
 the seed noise is never `reproduced`. No torch here: a claims job reads CSVs only.
@@ -9,16 +12,16 @@ from __future__ import annotations
 import inspect
 import math
 import os
-import tempfile
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from . import stats
+from .io import write_text
 from .stats import Interval
+from .study import PROTOCOLS
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_ENOUGH = "reproduced", "not reproduced", "inconclusive", "not enough runs"
 VERDICTS = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_ENOUGH)
@@ -27,7 +30,7 @@ _FROM_PARTS = {stats.HOLDS: REPRODUCED, stats.CONTRADICTED: NOT_REPRODUCED, stat
 MOSTLY = 0.5  # the share of epoch 1's structure that must survive to the end for "mostly fixed"
 MIN_SPAN = 0.02  # acc(0) − chance below this: a sensitivity curve cannot be normalised
 FOCUS_TOLERANCE = 1e-3  # relative: the table's density taken for the focus density
-NUMBER_COLUMNS = ["id", "network", "verdict", "quantity", "method", "density", "detail", "mean", "ci_low",
+NUMBER_COLUMNS = ["study", "id", "network", "verdict", "quantity", "method", "density", "detail", "mean", "ci_low",
                   "ci_high", "n_seeds", "seeds"]
 
 RULES = (
@@ -65,7 +68,7 @@ class Missing(Exception):
 
 @dataclass(frozen=True)
 class ClaimOptions:
-    """What the claims are tested at (config keys of the studies; see figures.smk, rule claims)."""
+    """What a study's claims are tested at (config keys of the study; sparsenets.study.Protocol.claim_options)."""
 
     claim_density_max: float = 0.11  # C3: the densities ≤ this are "low"
     focus_density: float | None = None  # C5, C5b: None = the lowest density with the needed curves
@@ -544,22 +547,37 @@ TESTS: dict[str, Test] = {"C1": c1, "C2": c2, "C3": c3, "C4": c4, "C5": c5, "C5b
 
 
 # ------------------------------------------------------------------------------------------ verdicts
-def build(phew_runs: pd.DataFrame | None, phew_layers: pd.DataFrame | None, dec_runs: pd.DataFrame | None,
-          dec_sens: pd.DataFrame | None, dec_overlap: pd.DataFrame | None,
-          options: ClaimOptions | None = None) -> list[dict]:
-    """One row per claim and network it could be tested on (one row when it could be tested on none): id,
-    network, claim, verdict, measured, numbers (tidy rows, see NUMBER_COLUMNS)."""
-    options = options or ClaimOptions()
-    tables = {"C1": phew_layers, "C2": phew_runs, "C3": phew_runs, "C4": dec_runs, "C5": dec_sens, "C5b": dec_sens,
-              "C6": dec_overlap, "C7": dec_runs}
-    return [row for cid, test in TESTS.items() for row in _judge(cid, test, tables[cid], options)]
+@dataclass(frozen=True)
+class StudyTables:
+    """One study to judge: its name, its protocol (which claims, each on which table), its tidy tables (table
+    kind -> table; None or absent: no runs) and the options its claims are tested at."""
+
+    study: str
+    protocol: str
+    tables: Mapping[str, pd.DataFrame | None]
+    options: ClaimOptions = field(default_factory=ClaimOptions)
 
 
-def _judge(cid: str, test: Test, table: pd.DataFrame | None, options: ClaimOptions) -> list[dict]:
+def build(studies: Sequence[StudyTables]) -> list[dict]:
+    """One row per study, claim of its protocol and network it could be tested on (one row when it could be
+    tested on none): study, id, network, claim, verdict, measured, numbers (tidy rows, see NUMBER_COLUMNS)."""
+    rows = []
+    for s in studies:
+        if s.protocol not in PROTOCOLS:
+            raise ValueError(f"study {s.study}: unknown protocol {s.protocol!r}; known: {', '.join(PROTOCOLS)}")
+        extra = sorted(set(s.tables) - set(PROTOCOLS[s.protocol].claims.values()))
+        if extra:
+            raise ValueError(f"study {s.study}: no claim of protocol {s.protocol} reads table(s) {', '.join(extra)}")
+        for cid, table in PROTOCOLS[s.protocol].claims.items():
+            rows += _judge(s.study, cid, TESTS[cid], s.tables.get(table), s.options)
+    return rows
+
+
+def _judge(study: str, cid: str, test: Test, table: pd.DataFrame | None, options: ClaimOptions) -> list[dict]:
     if table is None or table.empty:
-        return [_row(cid, "", Finding(NOT_ENOUGH, "the preset has no runs for this claim"))]
+        return [_row(study, cid, "", Finding(NOT_ENOUGH, "the preset has no runs for this claim"))]
     if not {"model", "dataset"} <= set(table.columns):
-        return [_row(cid, "", Finding(NOT_ENOUGH, "the table has no model and dataset columns"))]
+        return [_row(study, cid, "", Finding(NOT_ENOUGH, "the table has no model and dataset columns"))]
     table = _prepare(table)
     network = table["model"].astype(str) + "/" + table["dataset"].astype(str)
     rows = []
@@ -568,13 +586,13 @@ def _judge(cid: str, test: Test, table: pd.DataFrame | None, options: ClaimOptio
             found = test(table[network == net], options)
         except Missing as e:
             found = Finding(NOT_ENOUGH, str(e))
-        rows.append(_row(cid, net, found))
+        rows.append(_row(study, cid, net, found))
     return rows
 
 
-def _row(cid: str, network: str, found: Finding) -> dict:
-    numbers = [{"id": cid, "network": network, "verdict": found.verdict, **n} for n in found.numbers]
-    return {"id": cid, "network": network, "claim": CLAIMS[cid], "verdict": found.verdict,
+def _row(study: str, cid: str, network: str, found: Finding) -> dict:
+    numbers = [{"study": study, "id": cid, "network": network, "verdict": found.verdict, **n} for n in found.numbers]
+    return {"study": study, "id": cid, "network": network, "claim": CLAIMS[cid], "verdict": found.verdict,
             "measured": found.measured, "numbers": numbers}
 
 
@@ -582,27 +600,12 @@ def numbers_frame(claims: Sequence[dict]) -> pd.DataFrame:
     """The tidy number rows of every verdict; a verdict with no numbers gets one row with empty quantity."""
     rows = []
     for c in claims:
-        rows += c.get("numbers") or [{"id": c["id"], "network": c["network"], "verdict": c["verdict"]}]
+        rows += c.get("numbers") or [{"study": c["study"], "id": c["id"], "network": c["network"],
+                                      "verdict": c["verdict"]}]
     return pd.DataFrame(rows, columns=NUMBER_COLUMNS)
 
 
 # --------------------------------------------------------------------------------------------- output
-def write_text(path: str | os.PathLike, text: str) -> None:
-    """Write atomically: a temp file in the same folder, flushed and fsynced, then renamed over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _fmt(x: Any) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4g}"
 
@@ -622,22 +625,24 @@ def _cell(text: Any) -> str:
 
 
 def write(claims: list[dict], md_path: str | os.PathLike, csv_path: str | os.PathLike, *, preset: str = "",
-          tables: Sequence[str] = (), options: ClaimOptions | None = None) -> None:
+          tables: Sequence[str] = (), options: Mapping[str, Mapping[str, Any]] | None = None) -> None:
     """The verdicts as a table to read at a glance with each claim's numbers and how each claim is tested
-    (markdown), and the tidy numbers as CSV (NUMBER_COLUMNS, the verdict on each row). Both written atomically."""
+    (markdown), and the tidy numbers as CSV (NUMBER_COLUMNS, the verdict on each row). Both written atomically.
+    `options`: study -> the claim options it was given."""
     counts = ", ".join(f"{MARKS[v]} {sum(c['verdict'] == v for c in claims)} {v}" for v in VERDICTS)
     source = (f"preset `{preset}`" if preset else "this preset") + (
         ", from " + ", ".join(f"`{t}`" for t in tables) if tables else "")
-    lines = ["# Claims C1–C7 of PAPERS.md", "", f"Verdicts on {source}: {counts} (one row per claim and network).",
-             ""]
-    if options is not None:
-        lines += ["Options: " + ", ".join(f"{k} = {v}" for k, v in asdict(options).items()) + ".", ""]
-    lines += ["| Claim | Network | Verdict | Measured |", "|---|---|---|---|"]
-    lines += [f"| **{c['id']}** {_cell(c['claim'])} | {c['network'] or '–'} | {MARKS[c['verdict']]} {c['verdict']} "
-              f"| {_cell(c['measured'])} |" for c in claims]
+    lines = ["# Claims C1–C7 of PAPERS.md", "",
+             f"Verdicts on {source}: {counts} (one row per study, claim and network).", ""]
+    if options:
+        lines += ["Options: " + "; ".join(f"{study}: " + (", ".join(f"{k} = {v}" for k, v in values.items()) or "defaults")
+                                          for study, values in options.items()) + ".", ""]
+    lines += ["| Study | Claim | Network | Verdict | Measured |", "|---|---|---|---|---|"]
+    lines += [f"| {c['study']} | **{c['id']}** {_cell(c['claim'])} | {c['network'] or '–'} | {MARKS[c['verdict']]} "
+              f"{c['verdict']} | {_cell(c['measured'])} |" for c in claims]
     lines += ["", "## The numbers behind each verdict", ""]
     for c in claims:
-        lines += [f"### {c['id']} · {c['network'] or '–'}", "", f"{MARKS[c['verdict']]} {c['verdict']}: "
+        lines += [f"### {c['id']} · {c['network'] or '–'} · {c['study']}", "", f"{MARKS[c['verdict']]} {c['verdict']}: "
                   f"{c['measured']}", ""]
         if c.get("numbers"):
             lines += ["| quantity | method | density | detail | mean [95 % CI] | seeds |", "|---|---|---|---|---|---|"]

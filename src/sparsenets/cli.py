@@ -51,7 +51,7 @@ def cmd_mlflow_init(a: argparse.Namespace) -> None:
     uri = redact(a.uri, a.uri)
     _log(f"tracking store ready at {uri} with experiments {', '.join(a.experiments)}")
     if a.out:
-        from .experiments import write_json
+        from .io import write_json
 
         write_json(a.out, {"uri": uri, "experiments": a.experiments})
 
@@ -78,7 +78,7 @@ def cmd_imp_mask(a: argparse.Namespace) -> None:
 def cmd_sensitivity(a: argparse.Namespace) -> None:
     import torch
 
-    from .experiments import write_json
+    from .io import write_json
     from .sensitivity import run_curve
 
     torch.set_num_threads(a.threads)
@@ -90,25 +90,37 @@ def cmd_sensitivity(a: argparse.Namespace) -> None:
 def cmd_claims(a: argparse.Namespace) -> None:
     import pandas as pd
 
-    from .claims import ClaimOptions, build, write
+    from .claims import ClaimOptions, StudyTables, build, write
 
-    def read(path: str | None) -> Any:
-        if not path:
-            return None
+    def read(path: str) -> Any:
         try:
             return pd.read_csv(path)
         except pd.errors.EmptyDataError:  # a study with no rows yet: an empty table, judged "not enough runs"
             return pd.DataFrame()
 
-    if not isinstance(a.options, dict):
-        raise ValueError(f"--options must be a JSON object, got {a.options!r}")
-    options = ClaimOptions.from_dict(a.options)
-    claims = build(read(a.phew_runs), read(a.phew_layers), read(a.dec_runs), read(a.dec_sensitivity),
-                   read(a.dec_overlap), options)
-    tables = [t for t in (a.phew_runs, a.phew_layers, a.dec_runs, a.dec_sensitivity, a.dec_overlap) if t]
-    write(claims, a.md, a.csv, preset=a.preset, tables=tables, options=options)
+    if not isinstance(a.options, dict) or not all(isinstance(v, dict) for v in a.options.values()):
+        raise ValueError(f"--options must be a JSON object of study -> claim options, got {a.options!r}")
+    studies, tables = [], []
+    for name, *rest in a.study or []:
+        if not rest:
+            raise ValueError(f"--study {name}: give its protocol, then its tables as TABLE=PATH")
+        protocol, paths = rest[0], {}
+        for arg in rest[1:]:
+            kind, sep, path = arg.partition("=")
+            if not (sep and kind and path):
+                raise ValueError(f"--study {name}: {arg!r} is not TABLE=PATH")
+            paths[kind] = path
+        tables += paths.values()
+        studies.append(StudyTables(name, protocol, {k: read(p) for k, p in paths.items()},
+                                   ClaimOptions.from_dict(a.options.get(name))))
+    unknown = sorted(set(a.options) - {s.study for s in studies})
+    if unknown:
+        raise ValueError(f"--options names no --study: {', '.join(unknown)}")
+    claims = build(studies)
+    given = {s.study: {k: getattr(s.options, k) for k in a.options.get(s.study, {})} for s in studies}
+    write(claims, a.md, a.csv, preset=a.preset, tables=tables, options=given)
     for c in claims:
-        _log(f"{c['id']} {c['network'] or '(no network)'}: {c['verdict']}")
+        _log(f"{c['study']} {c['id']} {c['network'] or '(no network)'}: {c['verdict']}")
 
 
 def cmd_train(a: argparse.Namespace) -> None:
@@ -165,7 +177,7 @@ def cmd_figure(a: argparse.Namespace) -> None:
 
 
 def _write_csv(df: Any, path: str) -> None:
-    from .experiments import write_text
+    from .io import write_text
 
     write_text(path, df.to_csv(index=False))
 
@@ -176,7 +188,7 @@ def cmd_plan(a: argparse.Namespace) -> None:
     from .plan import format_plan, plan
 
     torch.set_num_threads(a.threads)
-    print(format_plan(*plan(a.preset, a.configfile, a.snakefile)))
+    print(format_plan(*plan(a.preset, a.configfile)))
 
 
 def cmd_names(a: argparse.Namespace) -> None:
@@ -245,13 +257,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--out", required=True)
 
-    s = add("claims", cmd_claims, "judge the papers' claims from both studies' tables")
-    for t in ("phew-runs", "phew-layers", "dec-runs", "dec-sensitivity", "dec-overlap"):
-        s.add_argument(f"--{t}")
+    s = add("claims", cmd_claims, "judge each study's claims (its protocol's) on its tidy tables")
+    s.add_argument("--study", nargs="+", action="append", metavar=("NAME", "PROTOCOL TABLE=PATH"),
+                   help="a study to judge: its name, protocol and tables, e.g. --study phew phew "
+                        "runs=results/phew/tables/runs.csv layers=results/phew/tables/layers.csv; once per study")
     s.add_argument("--preset", default="", help="named in the header")
     s.add_argument("--options", type=_json_arg, default={},
-                   help="claim options as JSON: claim_density_max, focus_density, freeze_claim_epoch, "
-                        "equivalence_margin")
+                   help="claim options per study as JSON, e.g. {\"phew\": {\"claim_density_max\": 0.11}}: "
+                        "claim_density_max, focus_density, freeze_claim_epoch, equivalence_margin")
     s.add_argument("--md", required=True)
     s.add_argument("--csv", required=True)
 
@@ -275,7 +288,6 @@ def build_parser() -> argparse.ArgumentParser:
     s = add("plan", cmd_plan, "count a preset's jobs per study and estimate its GPU- and CPU-hours")
     s.add_argument("--preset", help="default: the config's own")
     s.add_argument("--configfile", default="config.yaml")
-    s.add_argument("--snakefile", default="Snakefile")
     s.add_argument("--threads", type=int, default=1, help="CPU threads per job, for the CPU-hours")
     return p
 

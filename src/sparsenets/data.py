@@ -15,7 +15,6 @@ import math
 import os
 import pickle
 import tarfile
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -28,6 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .io import atomic_path, save_npz
 
 Arrays = dict[str, np.ndarray]
 KEYS = ("x_train", "y_train", "x_test", "y_test", "classes")
@@ -171,11 +172,10 @@ def prepare(
     name: str,
     out: str | os.PathLike,
     *,
-    cache_dir: str | os.PathLike | None = None,
     mirror: str | None = None,
     cafile: str | None = None,
 ) -> Path:
-    """Write dataset `name` to `out`, from archives in `cache_dir` (default: out's folder) or downloaded.
+    """Write dataset `name` to `out`, from archives in out's folder or downloaded there.
 
     `mirror` (or $SPARSENETS_DATA_MIRROR) is an https base URL that replaces the official host;
     `cafile` (or $SPARSENETS_CA_BUNDLE) adds a CA bundle to the system's. The npz appears whole or
@@ -184,7 +184,7 @@ def prepare(
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; known datasets: {', '.join(sorted(DATASETS))}")
     source, out = DATASETS[name], Path(out)
-    cache = Path(cache_dir) if cache_dir is not None else out.parent
+    cache = out.parent
     mirror = mirror or os.environ.get("SPARSENETS_DATA_MIRROR") or None
     cafile = cafile or os.environ.get("SPARSENETS_CA_BUNDLE") or None
     paths = [_fetch(a, cache, mirror, cafile, out) for a in source.archives]
@@ -196,7 +196,7 @@ def prepare(
         files = ", ".join(str(p) for p in paths)
         raise DataError(f"could not convert {files} to the {name} dataset ({type(e).__name__}: {e})") from e
     _check(arrays, f"converted {name} data")
-    _atomic_savez(out, arrays)
+    save_npz(out, arrays)
     return out
 
 
@@ -238,18 +238,14 @@ def _download(url: str, dest: Path, md5: str, cafile: str | None) -> None:
     if cafile:
         context.load_verify_locations(cafile)
     opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context), _HttpsOnlyRedirects)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    try:
-        digest = hashlib.md5()
-        with os.fdopen(fd, "wb") as f, opener.open(url, timeout=60) as response:
+    digest = hashlib.md5()
+    with atomic_path(dest) as tmp:
+        with open(tmp, "wb") as f, opener.open(url, timeout=60) as response:
             while chunk := response.read(1 << 20):
                 digest.update(chunk)
                 f.write(chunk)
         if digest.hexdigest() != md5:
             raise DataError(f"download of {url} ({dest.name}) has md5 {digest.hexdigest()}, expected {md5}; deleted it")
-        os.replace(tmp, dest)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def _md5(path: Path) -> str:
@@ -258,17 +254,6 @@ def _md5(path: Path) -> str:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _atomic_savez(path: Path, arrays: Arrays) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------------------------------- load

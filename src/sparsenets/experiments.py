@@ -1,15 +1,13 @@
-"""Jobs composed from the parts: build a mask, train a run, and write the files the DAG declares.
+"""What defines a run, and the jobs composed from the parts: build a mask, train a run, and write the
+files the DAG declares.
 
-Nothing here knows about Snakemake; MLflow is reached through `tracking`, on a worker thread (`Tracking`).
+Nothing here knows about Snakemake; MLflow is reached through `tracking.Tracking`, on a worker thread.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-import shutil
-import tempfile
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -19,9 +17,13 @@ import torch
 
 from . import data
 from .devices import claim_device
+from .io import write_json
 from .masks import Mask, atomic_save
 from .models import build_model
 from .pruning import PruneInputs, build_mask, get_method
+from .structure import StructureRecorder, layer_table, summary
+from .study import format_density
+from .tracking import Tracking
 from .train import Recipe, Result, seeded_generator, train
 
 Log = Callable[[str], None]
@@ -49,11 +51,6 @@ class RunSpec:
                 "density": format_density(self.density), "seed": self.seed, "variant": self.variant or "original"}
 
 
-def format_density(density: float) -> str:
-    """The one spelling of a density in paths and tags: 4 significant digits."""
-    return f"{float(density):.4g}"
-
-
 def derive_seeds(seed: int) -> dict[str, int]:
     """Independent streams for weights, mask randomness, data order and fresh re-initialisation."""
     children = np.random.SeedSequence(int(seed)).spawn(4)
@@ -61,15 +58,10 @@ def derive_seeds(seed: int) -> dict[str, int]:
     return {n: int(c.generate_state(1, dtype=np.uint32)[0]) for n, c in zip(names, children)}
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    """For "auto" and "cuda", a GPU no other job holds (parallel jobs share a machine); "cuda:1" is taken as is."""
-    return claim_device(name)
-
-
 def make_mask(model_name: str, dataset_file: str | os.PathLike, method: str, density: float, seed: int,
               out: str | os.PathLike, *, options: dict[str, Any] | None = None, device: str = "auto") -> Mask:
     """Build a method's mask on the model's initial weights for `seed` and save it to `out`."""
-    dev = pick_device(device)
+    dev = claim_device(device)  # "auto"/"cuda": a GPU no other job holds; "cuda:1" is taken as is
     ds = data.load(dataset_file)
     seeds = derive_seeds(seed)
     model = build_model(model_name, ds.num_classes, ds.input_shape, seed=seeds["weight_seed"]).to(dev)
@@ -114,7 +106,7 @@ def run_training(spec: RunSpec, recipe: Recipe, *, data_file: str | os.PathLike,
     `init_weights` replaces the seeded initial weights (IMP rewinding); with `rewind_step` the run also
     writes rewind.pt, its weights after that many optimizer steps, for IMP's levels to restart from.
     """
-    dev = pick_device(device)
+    dev = claim_device(device)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ds = data.load(data_file)
@@ -135,12 +127,10 @@ def run_training(spec: RunSpec, recipe: Recipe, *, data_file: str | os.PathLike,
               "device": dev.type, "torch": torch.__version__}
     key = json.dumps({"spec": spec.name, "params": {k: str(v) for k, v in params.items() if k != "device"}},
                      sort_keys=True)
-    from .structure import summary
-
     init_structure = summary(model, mask, ds.input_shape)  # the network as training starts (PHEW's measures)
     extra: dict[str, Any] = {}  # saved with every checkpoint: a resumed job keeps all of it
     checkpoint = out / "checkpoint.pt"
-    track = Tracking(spec, tracking_uri)
+    track = Tracking(tracking_uri, spec.study, spec.name)
     # a resumed job continues its own MLflow run: the checkpoint knows its id
     started = track("start", spec.tags(), params, resume_run_id=_checkpoint_run_id(checkpoint, key))
     recorder = StructureRecorder(out / "epoch_masks", extra) if topology != "static" else None
@@ -228,14 +218,15 @@ def _subset(x: np.ndarray, y: np.ndarray, n: int | None) -> tuple[np.ndarray, np
 
 
 def _write_outputs(out: Path, model: torch.nn.Module, result: Result, meta: dict[str, Any],
-                   recorder: "StructureRecorder | None", init_structure: dict[str, Any],
+                   recorder: StructureRecorder | None, init_structure: dict[str, Any],
                    input_shape: tuple[int, int, int]) -> dict[str, Any]:
     """mask.pt (with `meta`), model.pt and structure.json of a finished run; returns the run's metrics."""
     final_mask = result.mask
     final_mask.meta.update(meta, density=final_mask.density)
     final_mask.save(out / "mask.pt")
     atomic_save(model.state_dict(), out / "model.pt")
-    structure = {"init": init_structure, **_structure_summary(model, final_mask, input_shape)}
+    structure = {"init": init_structure, "summary": summary(model, final_mask, input_shape),
+                 "layers": layer_table(model, final_mask, input_shape)}
     if recorder is not None:
         structure["history"] = recorder.finish(final_mask)
     write_json(out / "structure.json", structure)
@@ -244,120 +235,9 @@ def _write_outputs(out: Path, model: torch.nn.Module, result: Result, meta: dict
             "density": final_mask.density, "history": result.history}
 
 
-class Tracking:
-    """A job's MLflow run, driven from one worker thread, so that MLflow's import (about 2 s), its store
-    and every write overlap training instead of delaying it. Calls return at once (a Future) and run in
-    order; `close` waits for them all and raises the first failure. Without a URI nothing is tracked."""
-
-    def __init__(self, spec: RunSpec, uri: str | None) -> None:
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="mlflow") if uri else None
-        self._calls: list[Future] = []
-        if self._pool is not None:
-            self._tracker = self._pool.submit(_open_tracker, spec, uri)
-            self._calls.append(self._tracker)
-
-    def __call__(self, method: str, *args: Any, **kwargs: Any) -> Future | None:
-        """Queue `RunTracker.<method>(*args, **kwargs)`."""
-        if self._pool is None:
-            return None
-        call = self._pool.submit(lambda: getattr(self._tracker.result(), method)(*args, **kwargs))
-        self._calls.append(call)
-        return call
-
-    def close(self, status: str) -> None:
-        if self._pool is None:
-            return
-        self("finish", status)
-        try:
-            for call in self._calls:
-                call.result()
-        finally:
-            self._pool.shutdown()
-
-
-def _open_tracker(spec: RunSpec, uri: str) -> Any:
-    from .tracking import RunTracker
-
-    return RunTracker(uri, spec.study, spec.name)
-
-
 def _checkpoint_run_id(path: Path, key: str) -> str | None:
+    """The MLflow run of a killed job whose checkpoint is this run's (`key`): its resumption continues it."""
     if not path.exists():
         return None
     state = torch.load(path, map_location="cpu", weights_only=False)
     return state.get("extra", {}).get("run_id") if state.get("key") == key else None
-
-
-class StructureRecorder:
-    """Per-epoch structure of a dynamic run: in-degrees, overlap with the previous and the final mask.
-
-    Its state lives in the checkpoint's extra state, and each epoch's mask is saved bit-packed, so a
-    resumed run keeps its whole record.
-    """
-
-    def __init__(self, folder: Path, state: dict[str, Any]) -> None:
-        self.folder, self.state = folder, state
-        state.setdefault("records", [])
-
-    def record(self, epoch: int, mask: Mask) -> float:
-        from .structure import in_degrees, overlap
-
-        prev = self._load(epoch - 1)
-        ov = overlap(prev, mask)["overlap"] if prev is not None else float("nan")
-        degrees = {k: [v.tolist() for v in pair] for k, pair in in_degrees(mask).items()}
-        self.state["records"].append({"epoch": epoch, "overlap_prev": ov, "in_degree": degrees})
-        self._save(epoch, mask)
-        return ov
-
-    def finish(self, final: Mask) -> list[dict[str, Any]]:
-        from .structure import overlap
-
-        for rec in self.state["records"]:
-            rec["overlap_final"] = overlap(self._load(rec["epoch"]), final)["overlap"]
-        shutil.rmtree(self.folder, ignore_errors=True)  # large at paper scale; the record says it all
-        return self.state["records"]
-
-    def _save(self, epoch: int, mask: Mask) -> None:
-        packed = {k: np.packbits(v.cpu().numpy().ravel()) for k, v in mask.items()}
-        atomic_save({"packed": packed, "shapes": {k: tuple(v.shape) for k, v in mask.items()}},
-                    self.folder / f"e{epoch:04d}.pt")
-
-    def _load(self, epoch: int) -> Mask | None:
-        path = self.folder / f"e{epoch:04d}.pt"
-        if not path.exists():
-            return None
-        blob = torch.load(path, weights_only=False)
-        return Mask({k: torch.from_numpy(np.unpackbits(p)[: int(np.prod(blob["shapes"][k]))].reshape(blob["shapes"][k])
-                                         .astype(bool)) for k, p in blob["packed"].items()})
-
-
-def _structure_summary(model: torch.nn.Module, mask: Mask, input_shape: tuple[int, int, int]) -> dict[str, Any]:
-    from .structure import layer_table, summary
-
-    return {"summary": summary(model, mask, input_shape), "layers": layer_table(model, mask, input_shape)}
-
-
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=1, default=_json_default))
-
-
-def write_text(path: str | os.PathLike, text: str) -> None:
-    """Write atomically: a reader (or a killed job) never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, torch.Tensor):
-        return o.tolist()
-    if isinstance(o, (np.integer, np.floating)):
-        return o.item()
-    raise TypeError(f"cannot serialise {type(o).__name__}")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -14,6 +13,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from .io import atomic_path  # noqa: E402
 from .labels import label  # noqa: E402
 
 FigureFn = Callable[..., plt.Figure]
@@ -41,16 +41,9 @@ def draw(name: str, tables: list[str], outs: list[str], **options: Any) -> None:
 
 
 def save(fig: plt.Figure, out: str | os.PathLike) -> None:
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.stem}.", suffix=out.suffix)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=150, bbox_inches="tight", format=out.suffix.lstrip("."))
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Whole or not at all (io.atomic_path); the format comes from `out`'s suffix, not the temporary name's."""
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=150, bbox_inches="tight", format=Path(out).suffix.lstrip("."))
 
 
 def _facets(df: pd.DataFrame) -> tuple[pd.Series, list[str]]:

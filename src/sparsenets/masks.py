@@ -6,12 +6,13 @@ of every tensor, so loading it against the wrong model is an error that names bo
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import torch
 from torch import Tensor, nn
+
+from .io import atomic_path
 
 
 def prunable(model: nn.Module) -> dict[str, nn.Parameter]:
@@ -155,14 +156,6 @@ def _unflatten(flat: Tensor, like: Mapping[str, Tensor]) -> dict[str, Tensor]:
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """torch.save to a temporary file in the same folder, then rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    """torch.save, whole or not at all (io.atomic_path): two saves of the same object give the same bytes."""
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -1,16 +1,14 @@
 """How many jobs a preset runs, and roughly how many GPU- and CPU-hours its training takes.
 
-Job counts are Snakemake's own (`snakemake -n --quiet rules`, one dry run per study), never a
-re-derivation of the DAG. Hours are per-epoch cost x epochs x training runs: the CPU cost is
+Job counts are the grid's (`sparsenets.study.expand`, the jobs the workflow's rules look up; a test checks
+them against Snakemake's dry run). Hours are per-epoch cost x epochs x training runs: the CPU cost is
 measured here and now, the GPU cost is an assumption (`GPU_IMAGES_PER_S`). Mask and sensitivity
 jobs are left out: each takes minutes where a training run takes hours.
 """
 from __future__ import annotations
 
-import subprocess
-import sys
-import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -19,6 +17,7 @@ import torch
 import yaml
 from torch.nn import functional as F
 
+from . import study as grid
 from .models import build_model
 from .optim import SGD
 
@@ -43,7 +42,7 @@ DATASET_SIZES = {
 
 KINDS = {"mask": "masks", "imp_mask": "IMP masks", "mask_layer_matched": "matched masks", "train": "training",
          "train_dense": "dense", "train_reinit": "reinit", "sensitivity": "sensitivity"}
-TRAINING = ("train", "train_dense", "train_reinit")
+TRAINING = grid.TRAINING
 
 
 @dataclass(frozen=True)
@@ -58,51 +57,17 @@ class EpochCost:
 
 @dataclass(frozen=True)
 class StudyPlan:
-    """One study of a preset: Snakemake's jobs per rule, and what an epoch costs on each of its networks."""
+    """One study of a preset: its jobs per kind (= Snakemake rule), and what an epoch costs on each of its networks."""
 
     study: str
-    jobs: dict[str, int]  # Snakemake rule -> jobs
+    jobs: dict[str, int]  # kind of job (the rule that runs it) -> jobs
     epochs: int
     costs: list[EpochCost]  # one per (dataset, model) of the study
 
     def hours(self, device: str) -> float:
-        """Training runs are a product over datasets and models (common.smk), so each pair gets an equal share."""
+        """Training runs are a product over datasets and models (sparsenets.study), so each pair gets an equal share."""
         runs = sum(self.jobs.get(rule, 0) for rule in TRAINING) / len(self.costs)
         return runs * self.epochs * sum(getattr(c, device) for c in self.costs) / 3600
-
-
-def job_counts(snakefile: str | Path, configfiles: list[str | Path], config: dict | None = None) -> dict[str, int]:
-    """Jobs per rule of a whole run from scratch: Snakemake's dry run in an empty directory."""
-    with tempfile.TemporaryDirectory(prefix="sparsenets-plan-") as work:
-        files = [str(Path(f).resolve()) for f in configfiles]
-        if config:
-            extra = Path(work) / "plan.yaml"
-            extra.write_text(yaml.safe_dump(config))
-            files.append(str(extra))
-        cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(Path(snakefile).resolve()),
-               "--configfile", *files, "--directory", work, "-n", "--quiet", "rules"]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"snakemake dry run failed:\n{proc.stderr[-3000:]}")
-    return parse_job_stats(proc.stdout + proc.stderr)
-
-
-def parse_job_stats(text: str) -> dict[str, int]:
-    """The first "Job stats" table of Snakemake's output, without its total."""
-    lines = iter(text.splitlines())
-    for line in lines:
-        if line.split() == ["job", "count"]:
-            break
-    else:
-        raise ValueError(f"no job stats table in snakemake's output:\n{text[-2000:]}")
-    next(lines)  # the dashes under the header
-    counts = {}
-    for line in lines:
-        rule, count = line.split()
-        if rule == "total":
-            return counts
-        counts[rule] = int(count)
-    raise ValueError("snakemake's job stats table has no total")
 
 
 def measure_cpu(model: str, dataset: str, batch: int = 128, steps: int = 2) -> tuple[float, float]:
@@ -154,22 +119,16 @@ def epoch_cost(dataset: str, model: str, recipe: dict) -> EpochCost:
                      gpu=n_train / gpu + n_test / (EVAL_SPEEDUP * gpu))
 
 
-def plan(preset: str | None = None, configfile: str | Path = "config.yaml",
-         snakefile: str | Path = "Snakefile") -> tuple[str, list[StudyPlan]]:
+def plan(preset: str | None = None, configfile: str | Path = "config.yaml") -> tuple[str, list[StudyPlan]]:
     """The preset (the config's own by default) and, per study, its jobs and per-epoch costs."""
     config = yaml.safe_load(Path(configfile).read_text())
-    preset = preset or config["preset"]
-    if preset not in config["presets"]:
-        raise ValueError(f"preset {preset!r} is not in {configfile}; choose one of {', '.join(config['presets'])}")
-    spec = config["presets"][preset]
+    preset, _ = grid.preset_of(config, preset)
+    jobs = grid.expand(config, preset)
     plans = []
-    for study, s in spec["studies"].items():
-        alone = f"{preset}-{study}"  # the preset with this study only: its jobs are the study's
-        jobs = job_counts(snakefile, [configfile], {
-            "preset": alone, "presets": {alone: {**spec, "studies": {study: s}}}})
-        recipe = config["recipes"][s["recipe"]]
-        costs = [epoch_cost(d, m, recipe) for d in s["datasets"] for m in s["models"]]
-        plans.append(StudyPlan(study, jobs, recipe["epochs"], costs))
+    for study in grid.studies(config, preset):
+        counts = Counter(j.kind for j in jobs if j.study == study.name)
+        costs = [epoch_cost(d, m, study.recipe) for d in study.spec["datasets"] for m in study.spec["models"]]
+        plans.append(StudyPlan(study.name, dict(counts), study.recipe["epochs"], costs))
     return preset, plans
 
 

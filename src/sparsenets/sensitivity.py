@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from . import data
+from .devices import claim_device
 from .masks import Mask, keep_count, prunable
 from .models import build_model
 from .train import evaluate, prefers_channels_last, seeded_generator, uses_bf16
@@ -108,10 +109,8 @@ def run_curve(run_dir: str | os.PathLike, data_file: str | os.PathLike, fraction
               device: str = "auto", precision: str = "auto", recal_images: int = RECAL_IMAGES) -> dict[str, Any]:
     """The sensitivity curves of one finished run: {"spec": its metrics.json spec, "num_classes": its mask's
     (chance accuracy for the claims), "rows": curve(...)}."""
-    from .experiments import pick_device
-
     run = Path(run_dir)
-    dev = pick_device(device)
+    dev = claim_device(device)
     mask = Mask.load(run / "mask.pt")
     missing = [k for k in ("model", "num_classes", "input_shape") if k not in mask.meta]
     if missing:

@@ -3,18 +3,21 @@ and the overlap of two masks (PAPERS.md, Vocabulary and "Path-kernel trace").
 
 A unit is alive for widths when some kept weight feeds it and some kept weight reads it; a unit's
 readers include the layers it reaches through identity shortcuts (see graph.py), and the output
-layer's units are read by the loss.
+layer's units are read by the loss. `StructureRecorder` follows a dynamic run's mask epoch by epoch.
 """
 from __future__ import annotations
 
 import copy
+import shutil
+from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from .graph import UnitGraph, unit_graph
-from .masks import Mask, prunable
+from .masks import Mask, atomic_save, prunable
 
 
 def in_degrees(mask: Mask) -> dict[str, tuple[Tensor, Tensor]]:
@@ -123,6 +126,45 @@ def overlap(a: Mask, b: Mask) -> dict[str, float]:
         "overlap": both / a.kept if a.kept else 0.0,
         "jaccard": both / either if either else 0.0,
     }
+
+
+class StructureRecorder:
+    """Per-epoch structure of a dynamic run: in-degrees, overlap with the previous and the final mask.
+
+    Its state lives in the checkpoint's extra state, and each epoch's mask is saved bit-packed, so a
+    resumed run keeps its whole record.
+    """
+
+    def __init__(self, folder: Path, state: dict[str, Any]) -> None:
+        self.folder, self.state = folder, state
+        state.setdefault("records", [])
+
+    def record(self, epoch: int, mask: Mask) -> float:
+        prev = self._load(epoch - 1)
+        ov = overlap(prev, mask)["overlap"] if prev is not None else float("nan")
+        degrees = {k: [v.tolist() for v in pair] for k, pair in in_degrees(mask).items()}
+        self.state["records"].append({"epoch": epoch, "overlap_prev": ov, "in_degree": degrees})
+        self._save(epoch, mask)
+        return ov
+
+    def finish(self, final: Mask) -> list[dict[str, Any]]:
+        for rec in self.state["records"]:
+            rec["overlap_final"] = overlap(self._load(rec["epoch"]), final)["overlap"]
+        shutil.rmtree(self.folder, ignore_errors=True)  # large at paper scale; the record says it all
+        return self.state["records"]
+
+    def _save(self, epoch: int, mask: Mask) -> None:
+        packed = {k: np.packbits(v.cpu().numpy().ravel()) for k, v in mask.items()}
+        atomic_save({"packed": packed, "shapes": {k: tuple(v.shape) for k, v in mask.items()}},
+                    self.folder / f"e{epoch:04d}.pt")
+
+    def _load(self, epoch: int) -> Mask | None:
+        path = self.folder / f"e{epoch:04d}.pt"
+        if not path.exists():
+            return None
+        blob = torch.load(path, weights_only=False)
+        return Mask({k: torch.from_numpy(np.unpackbits(p)[: int(np.prod(blob["shapes"][k]))].reshape(blob["shapes"][k])
+                                         .astype(bool)) for k, p in blob["packed"].items()})
 
 
 def format_table(rows: list[dict[str, Any]], totals: dict[str, Any]) -> str:

@@ -1,7 +1,8 @@
-"""MLflow bookkeeping; the only module that imports mlflow.
+"""MLflow bookkeeping; the only module that uses mlflow, imported lazily (about 2 s) where it is needed.
 
 One experiment per study, one run per training job. A job's run is found again by its `job` tag, so
 a rerun continues (after a resume) or replaces (after a fresh start) its own run: never two runs.
+`Tracking` drives a job's run from a worker thread, so that MLflow's import and writes overlap training.
 """
 from __future__ import annotations
 
@@ -9,33 +10,21 @@ import math
 import os
 import subprocess
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
 from urllib.parse import unquote, urlsplit
-
-from mlflow.entities import Metric, Param, RunTag
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 
 URI_ENV = "SPARSENETS_TRACKING_URI"
 COMMIT_ENV = "SPARSENETS_GIT_COMMIT"
 T = TypeVar("T")
 
 
-def default_uri(results_dir: str | os.PathLike) -> str:
-    """An absolute SQLite URI: relative ones resolve against each job's working directory."""
-    return f"sqlite:///{Path(results_dir).resolve() / 'mlflow.db'}"
-
-
-def resolve_uri(configured: str | None, results_dir: str | os.PathLike) -> str:
-    return os.environ.get(URI_ENV) or configured or default_uri(results_dir)
-
-
-def git_commit(cwd: str | os.PathLike | None = None) -> str:
+def git_commit() -> str:
     if os.environ.get(COMMIT_ENV):
         return os.environ[COMMIT_ENV]
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -43,6 +32,8 @@ def git_commit(cwd: str | os.PathLike | None = None) -> str:
 
 def _retry(fn: Callable[[], T], attempts: int = 8) -> T:
     """SQLite answers 'database is locked' under many writers: back off and try again."""
+    from mlflow.exceptions import MlflowException
+
     for i in range(attempts):
         try:
             return fn()
@@ -66,6 +57,9 @@ def init_store(uri: str, experiments: list[str]) -> None:
     An unreachable store fails here within seconds: MLflow's own retries (meant for rate limits)
     would keep the whole DAG waiting for minutes before saying so. Messages never show a password.
     """
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -110,6 +104,8 @@ class RunTracker:
     """The MLflow run of one job."""
 
     def __init__(self, uri: str, experiment: str, job: str) -> None:
+        from mlflow.tracking import MlflowClient
+
         self.client = MlflowClient(uri)
         self.uri, self.job = uri, job
         exp = _retry(lambda: self.client.get_experiment_by_name(experiment))
@@ -123,6 +119,8 @@ class RunTracker:
 
     def start(self, tags: Mapping[str, Any], params: Mapping[str, Any], resume_run_id: str | None = None) -> str:
         """Continue `resume_run_id` if it is alive; else replace every earlier run of this job."""
+        from mlflow.entities import Param
+
         if resume_run_id and self._alive(resume_run_id):
             self.run_id = resume_run_id
             _retry(lambda: self.client.update_run(resume_run_id, status="RUNNING"))
@@ -144,6 +142,8 @@ class RunTracker:
 
     def log_epoch(self, row: Mapping[str, Any], step: int) -> None:
         """One batch per epoch (many writers locking SQLite per value fail; batches do not)."""
+        from mlflow.entities import Metric
+
         if step in self.logged:
             return
         now = int(time.time() * 1000)
@@ -151,11 +151,12 @@ class RunTracker:
         _retry(lambda: self.client.log_batch(self.run_id, metrics=metrics))
         self.logged.add(step)
 
-    def log_summary(self, values: Mapping[str, float], tags: Mapping[str, Any] | None = None) -> None:
+    def log_summary(self, values: Mapping[str, float]) -> None:
+        from mlflow.entities import Metric
+
         now = int(time.time() * 1000)
         metrics = [Metric(k, float(v), now, 0) for k, v in values.items()]
-        rtags = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
-        _retry(lambda: self.client.log_batch(self.run_id, metrics=metrics, tags=rtags))
+        _retry(lambda: self.client.log_batch(self.run_id, metrics=metrics))
 
     def log_artifacts(self, paths: list[str | os.PathLike]) -> None:
         for p in paths:
@@ -166,6 +167,8 @@ class RunTracker:
             _retry(lambda: self.client.set_terminated(self.run_id, status=status))
 
     def _alive(self, run_id: str) -> bool:
+        from mlflow.exceptions import MlflowException
+
         try:
             run = self.client.get_run(run_id)
         except MlflowException:
@@ -181,11 +184,35 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def runs_of(uri: str, experiment: str) -> list[Any]:
-    """Every active run of an experiment (for tests and summaries)."""
-    client = MlflowClient(uri)
-    exp = client.get_experiment_by_name(experiment)
-    return [] if exp is None else client.search_runs([exp.experiment_id], max_results=50000)
+class Tracking:
+    """A job's MLflow run, driven from one worker thread, so that MLflow's import (about 2 s), its store
+    and every write overlap training instead of delaying it. Calls return at once (a Future) and run in
+    order; `close` waits for them all and raises the first failure. Without a URI nothing is tracked."""
+
+    def __init__(self, uri: str | None, experiment: str, job: str) -> None:
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="mlflow") if uri else None
+        self._calls: list[Future] = []
+        if self._pool is not None:
+            self._tracker = self._pool.submit(RunTracker, uri, experiment, job)
+            self._calls.append(self._tracker)
+
+    def __call__(self, method: str, *args: Any, **kwargs: Any) -> Future | None:
+        """Queue `RunTracker.<method>(*args, **kwargs)`."""
+        if self._pool is None:
+            return None
+        call = self._pool.submit(lambda: getattr(self._tracker.result(), method)(*args, **kwargs))
+        self._calls.append(call)
+        return call
+
+    def close(self, status: str) -> None:
+        if self._pool is None:
+            return
+        self("finish", status)
+        try:
+            for call in self._calls:
+                call.result()
+        finally:
+            self._pool.shutdown()
 
 
-__all__ = ["RunTracker", "default_uri", "git_commit", "init_store", "redact", "resolve_uri", "runs_of"]
+__all__ = ["RunTracker", "Tracking", "git_commit", "init_store", "redact"]

@@ -138,24 +138,10 @@ def train(
                     weight_decay=recipe.weight_decay)
     schedule = Schedule(len(train_loader), recipe.epochs, generator)
     topo = make_topology(topology, model, mask, optimizer, schedule, **(topology_options or {}))
+    ckpt = _Checkpoint(checkpoint, checkpoint_key, model, optimizer, topo, generator)
 
-    result = Result()
-    start = 0
-    if checkpoint is not None and Path(checkpoint).exists():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
-        if state.get("key") == checkpoint_key:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            topo.load_state_dict(state["topology"])
-            generator.set_state(state["generator"])
-            result.history = state["history"]
-            if extra_state is not None:
-                extra_state.update(state.get("extra", {}))
-            start = result.resumed_from = state["epoch"]
-            log(f"resuming from {checkpoint} after epoch {start}")
-        else:
-            log(f"ignoring {checkpoint}: it belongs to another run")
-
+    result = ckpt.resume(extra_state, log)
+    start = result.resumed_from
     if os.environ.get("SPARSENETS_BENCH_FIRST_STEP"):  # benchmarks/overhead.py times a job's start-up
         log(f"first step at {time.time():.3f}")
     step = start * len(train_loader)
@@ -169,42 +155,20 @@ def train(
         lr = recipe.lr_at(epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        model.train()
-        loss_sum = torch.zeros((), device=device)
-        for x, y in train_loader.epoch(epoch):
-            topo.before_forward(step)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                loss = F.cross_entropy(model(x), y)
-            optimizer.zero_grad()
-            loss.backward()
-            topo.before_step(step)
-            optimizer.step()
-            topo.after_step(step)
-            loss_sum += loss.detach()
-            step += 1
-            if on_step is not None:
-                on_step(step, model)
-        train_loss = float(loss_sum) / max(1, len(train_loader))
-        if not math.isfinite(train_loss):
-            raise NumericalError(f"training loss is {train_loss} in epoch {epoch + 1}; "
-                                 f"the last good checkpoint (epoch {epoch}) is kept")
+        train_loss, step = _train_epoch(model, optimizer, topo, train_loader, epoch, step, use_bf16, on_step)
+        _check_finite(train_loss, epoch)
         topo.end_epoch(epoch)
         last = epoch + 1 == recipe.epochs or epoch_test_loader is None
+        loader = test_loader if last else epoch_test_loader
         with topo.evaluating():
-            test_loss, test_acc = evaluate(model, test_loader if last else epoch_test_loader, use_bf16)
-        row = {
-            "epoch": epoch + 1, "train_loss": train_loss, "test_loss": test_loss, "test_acc": test_acc,
-            "test_images": len((test_loader if last else epoch_test_loader).y),
-            "density": topo.mask.density, "lr": lr, "seconds": time.perf_counter() - t0,
-        }
+            test_loss, test_acc = evaluate(model, loader, use_bf16)
+        row = {"epoch": epoch + 1, "train_loss": train_loss, "test_loss": test_loss, "test_acc": test_acc,
+               "test_images": len(loader.y), "density": topo.mask.density, "lr": lr,
+               "seconds": time.perf_counter() - t0}
         result.history.append(row)
         if on_epoch is not None:  # before the checkpoint, so that what it records is saved with it
             on_epoch(row, topo)
-        if checkpoint is not None:
-            atomic_save({"key": checkpoint_key, "epoch": epoch + 1, "model": model.state_dict(),
-                         "optimizer": optimizer.state_dict(), "topology": topo.state_dict(),
-                         "generator": generator.get_state(), "history": result.history,
-                         "extra": extra_state or {}}, checkpoint)
+        ckpt.save(epoch + 1, result.history, extra_state)
         log(f"epoch {epoch + 1:>3}/{recipe.epochs}  lr {lr:.4g}  train_loss {train_loss:.4f}  "
             f"test_loss {test_loss:.4f}  test_acc {test_acc:.4f}  density {row['density']:.4f}  "
             f"{row['seconds']:.1f}s")
@@ -213,6 +177,74 @@ def train(
         effective = {k: v.detach().clone() for k, v in model.state_dict().items()}
     model.load_state_dict(effective)
     return result
+
+
+def _train_epoch(model: nn.Module, optimizer: SGD, topo: Topology, loader: Any, epoch: int, step: int,
+                 use_bf16: bool, on_step: StepCallback | None) -> tuple[float, int]:
+    """One pass over `loader`'s batches of `epoch`; the mean training loss (one host sync) and the step count."""
+    device = next(model.parameters()).device
+    model.train()
+    loss_sum = torch.zeros((), device=device)
+    for x, y in loader.epoch(epoch):
+        topo.before_forward(step)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        topo.before_step(step)
+        optimizer.step()
+        topo.after_step(step)
+        loss_sum += loss.detach()
+        step += 1
+        if on_step is not None:
+            on_step(step, model)
+    return float(loss_sum) / max(1, len(loader)), step
+
+
+def _check_finite(train_loss: float, epoch: int) -> None:
+    """Stop before a diverged epoch overwrites the last good checkpoint."""
+    if not math.isfinite(train_loss):
+        raise NumericalError(f"training loss is {train_loss} in epoch {epoch + 1}; "
+                             f"the last good checkpoint (epoch {epoch}) is kept")
+
+
+@dataclass
+class _Checkpoint:
+    """Everything a run needs to continue bit-identically, in one file written after each epoch.
+
+    `key` names what defines the run: a checkpoint with another key is another run's, and is not resumed.
+    """
+
+    path: str | Path | None
+    key: str
+    model: nn.Module
+    optimizer: SGD
+    topo: Topology
+    generator: torch.Generator
+
+    def resume(self, extra_state: dict[str, Any] | None, log: Callable[[str], None]) -> Result:
+        """Load this run's checkpoint, if there is one, into the parts and `extra_state`; the history so far."""
+        if self.path is None or not Path(self.path).exists():
+            return Result()
+        state = torch.load(self.path, map_location=next(self.model.parameters()).device, weights_only=False)
+        if state.get("key") != self.key:
+            log(f"ignoring {self.path}: it belongs to another run")
+            return Result()
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.topo.load_state_dict(state["topology"])
+        self.generator.set_state(state["generator"])
+        if extra_state is not None:
+            extra_state.update(state.get("extra", {}))
+        log(f"resuming from {self.path} after epoch {state['epoch']}")
+        return Result(history=state["history"], resumed_from=state["epoch"])
+
+    def save(self, epoch: int, history: list[dict[str, Any]], extra_state: dict[str, Any] | None) -> None:
+        if self.path is not None:
+            atomic_save({"key": self.key, "epoch": epoch, "model": self.model.state_dict(),
+                         "optimizer": self.optimizer.state_dict(), "topology": self.topo.state_dict(),
+                         "generator": self.generator.get_state(), "history": history,
+                         "extra": extra_state or {}}, self.path)
 
 
 @torch.no_grad()

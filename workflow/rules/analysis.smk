@@ -1,24 +1,22 @@
 # Stage 4: analyses of trained runs, and tidy tables (one row per run, per run and epoch, per layer, ...).
+# Which runs get curves and which files each table reads: sparsenets.study (the study's protocol).
+
+CURVE = PATHS("curve", run=RUN)
 
 
 rule sensitivity:
     # Further pruning of a trained run, by magnitude and at random, evaluated without retraining.
     input:
-        data=f"{DATA}/{{dataset}}.npz",
-        model=f"{RESULTS}/{{study}}/runs/{{dataset}}/{{model}}/{{method}}/d{{density}}/s{{seed}}/model.pt",
-        mask=f"{RESULTS}/{{study}}/runs/{{dataset}}/{{model}}/{{method}}/d{{density}}/s{{seed}}/mask.pt",
+        **inputs("sensitivity", CURVE, "data", "model", "mask"),
     output:
-        f"{RESULTS}/{{study}}/sensitivity/{{dataset}}/{{model}}/{{method}}/d{{density}}/s{{seed}}/curve.json",
+        CURVE,
     log:
-        f"{LOGS}/{{study}}/sensitivity/{{dataset}}/{{model}}/{{method}}/d{{density}}/s{{seed}}.log",
+        PATHS("curve_log", run=RUN),
     threads: config["threads_per_job"]
     resources:
         gpu=config["gpus_per_job"],
     params:
-        fractions=lambda w: " ".join(map(str, STUDIES[w.study]["sensitivity_fractions"])),
-        run_dir=lambda w, input: str(Path(input.model).parent),
-        device=config["device"],
-        precision=lambda w: recipe_of(w.study).get("precision", "auto"),
+        **params("sensitivity", CURVE, "fractions", "run_dir", "device", "precision"),
     shell:
         "{PY} -m sparsenets sensitivity --run-dir {params.run_dir} --data {input.data} "
         "--fractions {params.fractions} --precision {params.precision} --seed {wildcards.seed} "
@@ -26,14 +24,17 @@ rule sensitivity:
         "--out {output} > {log} 2>&1"
 
 
+TABLE = PATHS("table")
+
+
 rule table:
     input:
-        lambda w: table_inputs(w.study, w.kind),
+        lookup("table", TABLE, "inputs", "files"),
     output:
-        f"{RESULTS}/{{study}}/tables/{{kind}}.csv",
+        TABLE,
     log:
-        f"{LOGS}/{{study}}/tables/{{kind}}.log",
+        PATHS("table_log"),
     wildcard_constraints:
-        kind="runs|epochs|layers|sensitivity|indegree|overlap",
+        kind="|".join(grid.TABLES),
     shell:
         "{PY} -m sparsenets table --kind {wildcards.kind} --out {output} {input} > {log} 2>&1"

@@ -3,9 +3,9 @@
 
 rule dataset:
     output:
-        f"{DATA}/{{dataset}}.npz",
+        PATHS("data"),
     log:
-        f"{LOGS}/data/{{dataset}}.log",
+        PATHS("data_log"),
     shell:
         "{PY} -m sparsenets data --dataset {wildcards.dataset} --out {output} > {log} 2>&1"
 
@@ -13,11 +13,11 @@ rule dataset:
 rule mlflow_init:
     # Creates the store and experiments once, before the jobs fan out (parallel migrations fail).
     output:
-        f"{RESULTS}/.tracking-ready.json",
+        PATHS("tracking"),
     log:
-        f"{LOGS}/mlflow_init.log",
+        PATHS("tracking_log"),
     params:
-        experiments=lambda w: " ".join(STUDIES),
+        **params("mlflow_init", PATHS("tracking"), "experiments"),
     shell:
         "{PY} -m sparsenets mlflow-init --experiments {params.experiments} "
         "--out {output} > {log} 2>&1"

@@ -1,92 +1,48 @@
 # Stage 5: the papers' figures, drawn from the tidy tables (never from MLflow queries), and the
 # claims table that says what replicated. `snakemake --report report.html` puts both, captioned
-# from workflow/report/, into one self-contained page.
+# from workflow/report/, into one self-contained page. Which figures (and claims) a study has, the
+# tables each reads and its options: its protocol (sparsenets.study.PROTOCOLS).
 
 report: "../report/workflow.rst"
 
-FIGURES = {  # study -> figure -> the tables it reads
-    "phew": {
-        "accuracy_vs_density": ["runs"],
-        "layer_widths": ["layers"],
-        "path_kernel": ["runs"],
-        "train_loss": ["epochs"],
-    },
-    "deconstructing": {
-        "reinit": ["runs"],
-        "sensitivity": ["sensitivity"],
-        "indegree": ["indegree", "overlap"],
-        "freezing": ["runs"],
-    },
-}
-
-
-def figure_options(study, fig):
-    """The density a one-density figure is drawn at."""
-    if study == "phew" and fig in ("layer_widths", "train_loss"):
-        return {"density": STUDIES["phew"].get("width_density")}
-    if study == "deconstructing" and fig in ("sensitivity", "indegree"):
-        return {"density": focus_density(study)}
-    return {}
+FIGURE = PATHS("figure", ext="png")
 
 
 rule figure:
     input:
-        lambda w: [f"{RESULTS}/{w.study}/tables/{t}.csv" for t in FIGURES[w.study][w.fig]],
+        lookup("figure", FIGURE, "inputs", "tables"),
     output:
         png=report(
-            f"{RESULTS}/{{study}}/figures/{{fig}}.png",
+            FIGURE,
             caption="../report/figure.rst",
             category="Figures",
             subcategory="{study}",
             labels={"figure": "{fig}"},
         ),
-        pdf=f"{RESULTS}/{{study}}/figures/{{fig}}.pdf",
+        pdf=PATHS("figure", ext="pdf"),
     log:
-        f"{LOGS}/{{study}}/figures/{{fig}}.log",
+        PATHS("figure_log"),
     params:
-        options=lambda w: json.dumps(figure_options(w.study, w.fig)),
+        **params("figure", FIGURE, "options"),
     shell:
         "{PY} -m sparsenets figure {wildcards.fig} --tables {input} --options '{params.options}' "
         "--out {output.png} {output.pdf} > {log} 2>&1"
 
 
-CLAIM_TABLES = {  # claims CLI option -> (study, table)
-    "phew-runs": ("phew", "runs"),
-    "phew-layers": ("phew", "layers"),
-    "dec-runs": ("deconstructing", "runs"),
-    "dec-sensitivity": ("deconstructing", "sensitivity"),
-    "dec-overlap": ("deconstructing", "overlap"),
-}
-
-
-def claim_options():
-    """What the claims are tested at (sparsenets.claims.ClaimOptions), from the studies the preset has."""
-    options = {}
-    if "phew" in STUDIES:
-        options["claim_density_max"] = STUDIES["phew"].get("claim_density_max", 0.11)
-    if "deconstructing" in STUDIES:
-        dec = STUDIES["deconstructing"]
-        options.update(focus_density=focus_density("deconstructing"),
-                       freeze_claim_epoch=dec.get("freeze_claim_epoch", 1),
-                       equivalence_margin=dec.get("equivalence_margin", 0.01))
-    return options
+CLAIMS = PATHS("claims", ext="md")
 
 
 rule claims:
+    # Each study's claims (its protocol's: C1-C3 for phew, C4-C7 and C5b for deconstructing), from its tables.
     input:
-        **{
-            opt.replace("-", "_"): f"{RESULTS}/{study}/tables/{table}.csv"
-            for opt, (study, table) in CLAIM_TABLES.items()
-            if study in STUDIES
-        },
+        lookup("claims", CLAIMS, "inputs", "tables"),
     output:
-        md=f"{RESULTS}/claims.md",
-        csv=report(f"{RESULTS}/claims.csv", caption="../report/claims.rst", category="Claims"),
+        md=CLAIMS,
+        csv=report(PATHS("claims", ext="csv"), caption="../report/claims.rst", category="Claims"),
     log:
-        f"{LOGS}/claims.log",
+        PATHS("claims_log"),
     params:
-        tables=lambda w, input: " ".join(f"--{k.replace('_', '-')} {v}" for k, v in input.items()),
-        options=lambda w: json.dumps(claim_options()),
+        **params("claims", CLAIMS, "studies", "options"),
     shell:
-        "{PY} -m sparsenets claims {params.tables} --preset {config[preset]} --options '{params.options}' "
+        "{PY} -m sparsenets claims {params.studies} --preset {config[preset]} --options '{params.options}' "
         "--md {output.md} --csv {output.csv} > {log} 2>&1"

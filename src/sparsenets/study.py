@@ -1,0 +1,506 @@
+"""The experiment grid, spelled once: every job of a preset, from config.yaml alone.
+
+`expand(config)` turns a preset's studies into `Job`s: masks (built at initialisation, IMP levels pruned from
+the previous level's run, layer-matched random ones), training runs (each method's run, the dense run IMP
+starts from, IMP's intermediate levels, reinit, DNW frozen after k epochs), sensitivity curves, tidy tables,
+figures and the claims. A job is named by what defines it and carries the inputs, outputs, log and params its
+Snakemake rule passes to `python -m sparsenets`: workflow/rules/*.smk only look jobs up, `plan` counts and
+prices them, tests and benchmarks read them.
+
+A study is data: its `protocol` (`PROTOCOLS`) decides which tables, figures and claims it yields, and its grid
+(datasets, models, methods, densities or IMP levels, seeds, recipe) which runs. Decided here and nowhere else:
+how a density is spelled, IMP's levels and chain, what kind a method is (a pruning method, a topology, IMP,
+random-like-M, frozen DNW), the mask a topology starts from, the layer policy's option, which runs get
+sensitivity curves (the focus density's), and the options of figures and claims.
+
+No torch, no Snakemake: expanding the paper preset takes milliseconds.
+"""
+from __future__ import annotations
+
+import json
+import math
+import posixpath
+import re
+from dataclasses import dataclass, field
+from itertools import product
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
+
+# sparsenets.topology's registry, static left out (tests/test_study.py checks); the workflow passes the registry's.
+TOPOLOGIES = ("dnw", "rigl")
+LIKE = "random-like-"  # random-like-M: random wiring with the per-layer densities of M's final structure
+FROZEN = re.compile(r"dnw-freeze(\d+)")  # DNW whose structure is frozen after k epochs (the freezing study)
+FIRST_LAYER_DENSE = ("random", "random-erk")  # the uniform methods a first-layer-dense layer policy changes
+DENSE = "1"  # the density of the dense run IMP starts from: random at density 1
+RUN_FILES = {"metrics": "metrics.json", "model": "model.pt", "mask": "mask.pt", "structure": "structure.json"}
+TRAINING = ("train", "train_dense", "train_reinit")  # the kinds of job that train a network
+KINDS = ("dataset", "mlflow_init", "mask", "imp_mask", "mask_layer_matched", *TRAINING, "sensitivity", "table",
+         "figure", "claims")  # every kind of job, by the Snakemake rule that runs it
+
+
+def format_density(density: float | str) -> str:
+    """The one spelling of a density in paths, wildcards and tags: 4 significant digits."""
+    return f"{float(density):.4g}"
+
+
+# ------------------------------------------------------------------------------------------------ files
+TEMPLATES = {  # {run} is a Run's name: {dataset}/{model}/{method}/d{density}[/{variant}]/s{seed}
+    "data": "{data}/{dataset}.npz",
+    "data_log": "{logs}/data/{dataset}.log",
+    "tracking": "{results}/.tracking-ready.json",
+    "tracking_log": "{logs}/mlflow_init.log",
+    "mask": "{results}/{study}/masks/{run}.pt",
+    "mask_log": "{logs}/{study}/masks/{run}.log",
+    "run": "{results}/{study}/runs/{run}",
+    "run_log": "{logs}/{study}/runs/{run}.log",
+    "curve": "{results}/{study}/sensitivity/{run}/curve.json",
+    "curve_log": "{logs}/{study}/sensitivity/{run}.log",
+    "table": "{results}/{study}/tables/{kind}.csv",
+    "table_log": "{logs}/{study}/tables/{kind}.log",
+    "figure": "{results}/{study}/figures/{fig}.{ext}",
+    "figure_log": "{logs}/{study}/figures/{fig}.log",
+    "claims": "{results}/claims.{ext}",
+    "claims_log": "{logs}/claims.log",
+}
+
+
+class _Keep(dict):
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where every file lives. A field left out stays a `{wildcard}`: the rules' patterns come from here too."""
+
+    results: str
+    data: str
+
+    def __call__(self, template: str, **fields: Any) -> str:
+        values = _Keep(results=self.results, data=self.data, logs=f"{self.results}/logs", **fields)
+        return TEMPLATES[template].format_map(values)
+
+
+@dataclass(frozen=True)
+class Run:
+    """What defines a training run (or the mask, or the curve, of one): its `name` is its folder under
+    results/{study}/runs/ and its MLflow run name."""
+
+    dataset: str
+    model: str
+    method: str
+    density: str  # format_density's spelling
+    seed: int | str
+    variant: str = ""  # "reinit": the run's final structure trained again from fresh weights
+
+    @property
+    def name(self) -> str:
+        base = f"{self.dataset}/{self.model}/{self.method}/d{self.density}"
+        return f"{base}/{self.variant}/s{self.seed}" if self.variant else f"{base}/s{self.seed}"
+
+    def but(self, **changes: Any) -> "Run":
+        return Run(**{**self.__dict__, **changes})
+
+    @classmethod
+    def pattern(cls, **fixed: str) -> str:
+        """The run name with {wildcards} for what `fixed` leaves out (a rule's pattern)."""
+        names = ("dataset", "model", "method", "density", "seed")
+        return cls(**{**{n: "{" + n + "}" for n in names}, **fixed}).name
+
+
+@dataclass(frozen=True)
+class Job:
+    """One job of the grid: what its rule runs it with. `kind` is the rule's name."""
+
+    kind: str
+    key: str  # what defines it: "phew/cifar10/resnet20/snip/d0.1074/s0", "phew/runs", "cifar10", ...
+    inputs: Mapping[str, str | tuple[str, ...]]
+    outputs: Mapping[str, str]
+    log: str
+    params: Mapping[str, Any] = field(default_factory=dict)  # exactly the rule's (a changed value reruns the job)
+    study: str = ""  # "" for the preset's shared jobs: dataset, mlflow_init, claims
+    run: Run | None = None  # the run a mask, training or sensitivity job is of
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind} {self.key}" if self.key else self.kind
+
+    @property
+    def output(self) -> str:
+        return next(iter(self.outputs.values()))
+
+    @property
+    def dir(self) -> str:
+        """The folder it writes: a run's folder for a training job."""
+        return posixpath.dirname(self.output)
+
+    def files(self) -> list[str]:
+        """Every input file, in order."""
+        return [f for v in self.inputs.values() for f in ([v] if isinstance(v, str) else v)]
+
+
+# ----------------------------------------------------------------------------------------------- studies
+class Plan(NamedTuple):
+    """How a method trains: its kind, the mask it starts from, its topology and the topology's options."""
+
+    kind: str  # pruning | topology | frozen-dnw | imp | layer-matched
+    mask: str
+    topology: str
+    options: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Study:
+    """One study of a preset: its name, protocol and grid (its config block)."""
+
+    name: str
+    spec: Mapping[str, Any]
+    recipe: Mapping[str, Any]
+    key: str  # its config key, for messages: presets.quick.studies.phew
+
+    @property
+    def protocol(self) -> "Protocol":
+        return PROTOCOLS[self.spec["protocol"]]
+
+    def need(self, key: str) -> Any:
+        if key not in self.spec:
+            raise ValueError(f"config key '{self.key}.{key}' is missing: a {self.spec['protocol']} study needs it")
+        return self.spec[key]
+
+    @property
+    def imp(self) -> Mapping[str, Any]:
+        return self.need("imp")
+
+    def densities(self) -> list[float]:
+        """The listed densities, or IMP's levels: density (1 - rate)^L."""
+        if "imp" in self.spec:
+            return [(1 - self.imp["rate"]) ** level for level in self.imp["levels"]]
+        return list(self.need("densities"))
+
+    def imp_density(self, level: int) -> str:
+        return format_density((1 - self.imp["rate"]) ** level)
+
+    def level_of(self, density: str) -> int:
+        """The IMP level a density stands for (it must be one of (1 - rate)^L exactly)."""
+        rate = self.imp["rate"]
+        level = round(math.log(float(density)) / math.log(1 - rate))
+        if level < 1 or self.imp_density(level) != density:
+            raise ValueError(f"config key '{self.key}': density {density} is not an IMP level of rate {rate}")
+        return level
+
+    def focus_density(self) -> float:
+        """The density the sensitivity, in-degree and freezing runs are at: IMP's focus_level."""
+        return (1 - self.imp["rate"]) ** self.need("focus_level")
+
+    def method_options(self, method: str) -> dict:
+        return dict(self.spec.get("method_options", {}).get(method, {}))
+
+    def runs(self, methods: Sequence[str] | None = None, densities: Sequence[float] | None = None) -> list[Run]:
+        """Every (dataset, model, method, density, seed) of the study, or of some of its methods and densities."""
+        s = self.spec
+        return [Run(d, m, meth, format_density(dens), seed) for d, m, meth, dens, seed in product(
+            s["datasets"], s["models"], methods or s["methods"], densities or self.densities(), s["seeds"])]
+
+    def freeze_runs(self) -> list[Run]:
+        """DNW frozen after each of freeze_epochs, at the focus density."""
+        methods = [f"dnw-freeze{k}" for k in self.spec.get("freeze_epochs", [])]
+        return self.runs(methods, [self.focus_density()]) if methods else []
+
+
+def plan(method: str, options: Mapping[str, Any], topologies: Sequence[str] = TOPOLOGIES,
+         dynamic_init: str = "random") -> Plan:
+    """What kind a method is, the mask it starts from, and its topology with the topology's options."""
+    frozen = FROZEN.fullmatch(method)
+    if frozen:
+        return Plan("frozen-dnw", dynamic_init, "dnw", {"freeze_epoch": int(frozen[1])})
+    if method in topologies:
+        return Plan("topology", dynamic_init, method, dict(options))
+    if method == "imp":
+        return Plan("imp", method, "static", {})
+    if method.startswith(LIKE):
+        return Plan("layer-matched", method, "static", {})
+    return Plan("pruning", method, "static", {})
+
+
+def preset_of(config: Mapping[str, Any], preset: str | None = None) -> tuple[str, Mapping[str, Any]]:
+    name = preset or config["preset"]
+    if name not in config["presets"]:
+        raise ValueError(f"config key 'preset': {name!r} is not a preset; choose one of "
+                         f"{', '.join(sorted(config['presets']))}")
+    return name, config["presets"][name]
+
+
+def studies(config: Mapping[str, Any], preset: str | None = None) -> list[Study]:
+    """The preset's studies, in config order; an unknown preset, protocol or recipe fails naming its key."""
+    name, spec = preset_of(config, preset)
+    out = []
+    for study, s in spec["studies"].items():
+        key = f"presets.{name}.studies.{study}"
+        if s.get("protocol") not in PROTOCOLS:
+            raise ValueError(f"config key '{key}.protocol': {s.get('protocol')!r} is not a protocol; choose one of "
+                             f"{', '.join(PROTOCOLS)}")
+        if s["recipe"] not in config["recipes"]:
+            raise ValueError(f"config key '{key}.recipe': {s['recipe']!r} is not a recipe; choose one of "
+                             f"{', '.join(sorted(config['recipes']))}")
+        out.append(Study(study, s, config["recipes"][s["recipe"]], key))
+    return out
+
+
+def check_names(config: Mapping[str, Any], known: Mapping[str, Sequence[str]], preset: str | None = None) -> None:
+    """Unknown models, methods and datasets fail here, naming the key (`known`: `python -m sparsenets names`)."""
+    for study in studies(config, preset):
+        spec = study.spec
+        for key in ("models", "methods", "datasets"):
+            names = list(known[key]) + (["imp", *known["topologies"]] if key == "methods" else [])
+            for name in spec.get(key, []):
+                if key == "methods" and name.startswith(LIKE):
+                    source = name.removeprefix(LIKE)
+                    if source not in spec["methods"] or source.startswith(LIKE):
+                        raise ValueError(f"config key '{study.key}.methods': {name!r} copies the layer densities "
+                                         f"of method {source!r}, which this study does not list")
+                elif name not in names:
+                    raise ValueError(f"config key '{study.key}.{key}': unknown {key[:-1]} {name!r}; known: "
+                                     f"{', '.join(names)}")
+
+
+# ------------------------------------------------------------------------------------------------- the grid
+class Grid:
+    """Builds jobs on demand, each once (by its first output): asking for a run adds its mask, the run an IMP
+    level prunes, the run a layer-matched mask copies, ..."""
+
+    def __init__(self, config: Mapping[str, Any], topologies: Sequence[str] = TOPOLOGIES) -> None:
+        self.paths = Paths(config["results_dir"], config["data_dir"])
+        self.device = config.get("device", "auto")
+        self.dynamic_init = config.get("dynamic_init", "random")
+        self.topologies = tuple(topologies)
+        self.jobs: dict[str, Job] = {}
+
+    def _add(self, job: Job) -> Job:
+        return self.jobs.setdefault(job.output, job)
+
+    def plan(self, study: Study, method: str) -> Plan:
+        return plan(method, study.method_options(method), self.topologies, self.dynamic_init)
+
+    def dataset(self, name: str) -> Job:
+        return self._add(Job("dataset", name, {}, {"npz": self.paths("data", dataset=name)},
+                             self.paths("data_log", dataset=name)))
+
+    def tracking(self, names: Sequence[str]) -> Job:
+        return self._add(Job("mlflow_init", "", {}, {"marker": self.paths("tracking")}, self.paths("tracking_log"),
+                             {"experiments": " ".join(names)}))
+
+    # masks
+    def mask(self, study: Study, run: Run) -> Job:
+        """The mask a run of `run.method`'s plan starts from (run.method is the mask's method)."""
+        if run.method == "imp":
+            return self.imp_mask(study, run)
+        if run.method.startswith(LIKE):
+            return self.layer_matched_mask(study, run)
+        options = study.method_options(run.method)
+        if study.spec.get("layer_policy", "global") == "first-layer-dense" and run.method in FIRST_LAYER_DENSE:
+            options["first_layer_dense"] = True
+        data = self.dataset(run.dataset).output
+        return self._add(Job("mask", f"{study.name}/{run.name}", {"data": data}, {"mask": self._mask(study, run)},
+                             self.paths("mask_log", study=study.name, run=run.name),
+                             {"options": json.dumps(options), "device": self.device}, study.name, run))
+
+    def imp_mask(self, study: Study, run: Run) -> Job:
+        """Level L prunes the trained run of level L-1; level 1 prunes the dense run (random at density 1)."""
+        level = study.level_of(run.density)
+        previous = run.but(method="random", density=DENSE) if level == 1 else run.but(
+            density=study.imp_density(level - 1))
+        source = self.train(study, previous)
+        return self._add(Job("imp_mask", f"{study.name}/{run.name}",
+                             {"model": source.outputs["model"], "mask": source.outputs["mask"]},
+                             {"mask": self._mask(study, run)}, self.paths("mask_log", study=study.name, run=run.name),
+                             {"rate": study.imp["rate"], "run_dir": source.dir}, study.name, run))
+
+    def layer_matched_mask(self, study: Study, run: Run) -> Job:
+        """The per-layer kept counts of another method's final structure (same density and seed), rewired at random."""
+        like = self.train(study, run.but(method=run.method.removeprefix(LIKE))).outputs["mask"]
+        return self._add(Job("mask_layer_matched", f"{study.name}/{run.name}",
+                             {"data": self.dataset(run.dataset).output, "like": like},
+                             {"mask": self._mask(study, run)}, self.paths("mask_log", study=study.name, run=run.name),
+                             {"options": json.dumps({"like": like})}, study.name, run))
+
+    def _mask(self, study: Study, run: Run) -> str:
+        return self.paths("mask", study=study.name, run=run.name)
+
+    # training
+    def train(self, study: Study, run: Run) -> Job:
+        """A run under the mask its method's plan starts from; random at density 1 is the dense run IMP starts
+        from, which also keeps its weights at imp.rewind_step; IMP's levels restart from those."""
+        plan_ = self.plan(study, run.method)
+        mask = self.mask(study, run.but(method=plan_.mask)).output
+        dense = run.method == "random" and run.density == DENSE
+        init: tuple[str, ...] | str = ()
+        if run.method == "imp":
+            init = self.train(study, run.but(method="random", density=DENSE)).outputs["rewind"]
+        rewind = f"--rewind-step {study.spec.get('imp', {}).get('rewind_step', 0)}" if dense else ""
+        return self._run_job("train_dense" if dense else "train", study, run, mask, init, plan_.topology,
+                             plan_.options, rewind)
+
+    def reinit(self, study: Study, run: Run) -> Job:
+        """The final structure of a run, trained again (static) from fresh weights drawn from new seeds."""
+        mask = self.train(study, run).outputs["mask"]
+        return self._run_job("train_reinit", study, run.but(variant="reinit"), mask, (), "static", {}, "")
+
+    def _run_job(self, kind: str, study: Study, run: Run, mask: str, init: tuple[str, ...] | str, topology: str,
+                 options: Mapping[str, Any], rewind: str) -> Job:
+        folder = self.paths("run", study=study.name, run=run.name)
+        outputs = {name: f"{folder}/{file}" for name, file in RUN_FILES.items()}
+        if kind == "train_dense":
+            outputs["rewind"] = f"{folder}/rewind.pt"
+        inputs = {"data": self.dataset(run.dataset).output, "mask": mask, "init": init,
+                  "tracking": self.paths("tracking")}
+        params = {"recipe": json.dumps(study.recipe), "topology": topology, "options": json.dumps(options),
+                  "device": self.device, "out_dir": folder, "rewind": rewind}
+        return self._add(Job(kind, f"{study.name}/{run.name}", inputs, outputs,
+                             self.paths("run_log", study=study.name, run=run.name), params, study.name, run))
+
+    # analyses
+    def curve(self, study: Study, run: Run) -> Job:
+        """Further pruning of a trained run, by magnitude and at random, evaluated without retraining."""
+        source = self.train(study, run)
+        return self._add(Job(
+            "sensitivity", f"{study.name}/{run.name}",
+            {"data": self.dataset(run.dataset).output, "model": source.outputs["model"],
+             "mask": source.outputs["mask"]},
+            {"curve": self.paths("curve", study=study.name, run=run.name)},
+            self.paths("curve_log", study=study.name, run=run.name),
+            {"fractions": " ".join(map(str, study.need("sensitivity_fractions"))), "run_dir": source.dir,
+             "device": self.device, "precision": study.recipe.get("precision", "auto")}, study.name, run))
+
+    def table(self, study: Study, kind: str, files: Sequence[str]) -> Job:
+        return self._add(Job("table", f"{study.name}/{kind}", {"files": tuple(files)},
+                             {"csv": self.paths("table", study=study.name, kind=kind)},
+                             self.paths("table_log", study=study.name, kind=kind), {}, study.name))
+
+    def figure(self, study: Study, fig: str, figure: "Figure") -> Job:
+        tables = tuple(self.paths("table", study=study.name, kind=t) for t in figure.tables)
+        return self._add(Job("figure", f"{study.name}/{fig}", {"tables": tables},
+                             {ext: self.paths("figure", study=study.name, fig=fig, ext=ext) for ext in ("png", "pdf")},
+                             self.paths("figure_log", study=study.name, fig=fig),
+                             {"options": json.dumps(figure.options(study))}, study.name))
+
+    def claims(self, studies: Sequence[Study]) -> Job:
+        """One job for the preset: each study's claims (its protocol's), judged on its own tables."""
+        tables = {s.name: {t: self.paths("table", study=s.name, kind=t) for t in s.protocol.claim_tables}
+                  for s in studies}
+        args = " ".join(f"--study {s.name} {s.protocol.name} " + " ".join(f"{t}={p}" for t, p in tables[s.name].items())
+                        for s in studies if tables[s.name])
+        options = {s.name: s.protocol.claim_options(s) for s in studies if tables[s.name]}
+        return self._add(Job("claims", "", {"tables": tuple(p for t in tables.values() for p in t.values())},
+                             {"md": self.paths("claims", ext="md"), "csv": self.paths("claims", ext="csv")},
+                             self.paths("claims_log"), {"studies": args, "options": json.dumps(options)}))
+
+
+def expand(config: Mapping[str, Any], preset: str | None = None, topologies: Sequence[str] = TOPOLOGIES) -> list[Job]:
+    """Every job of a preset (the config's own by default): what `snakemake` runs from scratch, rule by rule.
+    `topologies`: the topology registry's names (sparsenets.topology, static left out)."""
+    grid = Grid(config, topologies)
+    chosen = studies(config, preset)
+    grid.tracking([s.name for s in chosen])
+    for s in chosen:
+        protocol = s.protocol
+        for kind, files in protocol.tables.items():
+            grid.table(s, kind, files(grid, s))
+        for fig, figure in protocol.figures.items():
+            grid.figure(s, fig, figure)
+    grid.claims(chosen)
+    return list(grid.jobs.values())
+
+
+def targets(jobs: Sequence[Job]) -> list[str]:
+    """What `snakemake` builds by default: every study's tables and figures, and the claims."""
+    return [f for j in jobs if j.kind in ("table", "figure", "claims") for f in j.outputs.values()]
+
+
+def by_output(jobs: Sequence[Job]) -> dict[str, Job]:
+    """Every output file -> the job that writes it."""
+    return {f: j for j in jobs for f in j.outputs.values()}
+
+
+# --------------------------------------------------------------------------------------------- protocols
+@dataclass(frozen=True)
+class Figure:
+    tables: tuple[str, ...]  # the study's tables it reads
+    options: Callable[[Study], dict] = lambda study: {}  # e.g. the density a one-density figure is drawn at
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """What a study of this kind yields: tables (each from the run files `tables[kind](grid, study)` asks the grid
+    for: that is what puts the runs into the grid), figures, and the claims judged on it (claim id -> the table
+    it reads; sparsenets.claims), tested at `claim_options(study)`."""
+
+    name: str
+    tables: Mapping[str, Callable[[Grid, Study], list[str]]]
+    figures: Mapping[str, Figure]
+    claims: Mapping[str, str]
+    claim_options: Callable[[Study], dict]
+
+    @property
+    def claim_tables(self) -> list[str]:
+        return [t for t in self.tables if t in self.claims.values()]
+
+
+def _metrics(grid: Grid, study: Study) -> list[str]:
+    return [grid.train(study, r).outputs["metrics"] for r in study.runs()]
+
+
+def _structures(grid: Grid, study: Study) -> list[str]:
+    return [grid.train(study, r).outputs["structure"] for r in study.runs()]
+
+
+def _runs_reinit_frozen(grid: Grid, study: Study) -> list[str]:
+    """Every run, the same structures retrained from fresh weights, and DNW frozen after each k."""
+    return (_metrics(grid, study) + [grid.reinit(study, r).outputs["metrics"] for r in study.runs()]
+            + [grid.train(study, r).outputs["metrics"] for r in study.freeze_runs()])
+
+
+def _curves(grid: Grid, study: Study) -> list[str]:
+    """At the focus density, which the figure and claims C5 and C5b read."""
+    return [grid.curve(study, r).output for r in study.runs(densities=[study.focus_density()])]
+
+
+def _dnw_structures(grid: Grid, study: Study) -> list[str]:
+    return [grid.train(study, r).outputs["structure"] for r in study.runs(["dnw"], [study.focus_density()])]
+
+
+def _dynamic_structures(grid: Grid, study: Study) -> list[str]:
+    """The runs of the methods whose structure moves during training (every method if none does)."""
+    dynamic = [m for m in study.spec["methods"] if grid.plan(study, m).topology != "static"]
+    return [grid.train(study, r).outputs["structure"] for r in study.runs(dynamic or None)]
+
+
+PHEW = Protocol(
+    "phew",
+    tables={"runs": _metrics, "epochs": _metrics, "layers": _structures},
+    figures={
+        "accuracy_vs_density": Figure(("runs",)),
+        "layer_widths": Figure(("layers",), lambda s: {"density": s.spec.get("width_density")}),
+        "path_kernel": Figure(("runs",)),
+        "train_loss": Figure(("epochs",), lambda s: {"density": s.spec.get("width_density")}),
+    },
+    claims={"C1": "layers", "C2": "runs", "C3": "runs"},
+    claim_options=lambda s: {"claim_density_max": s.spec.get("claim_density_max", 0.11)},
+)
+
+DECONSTRUCTING = Protocol(
+    "deconstructing",
+    tables={"runs": _runs_reinit_frozen, "sensitivity": _curves, "indegree": _dnw_structures,
+            "overlap": _dynamic_structures},
+    figures={
+        "reinit": Figure(("runs",)),
+        "sensitivity": Figure(("sensitivity",), lambda s: {"density": s.focus_density()}),
+        "indegree": Figure(("indegree", "overlap"), lambda s: {"density": s.focus_density()}),
+        "freezing": Figure(("runs",)),
+    },
+    claims={"C4": "runs", "C5": "sensitivity", "C5b": "sensitivity", "C6": "overlap", "C7": "runs"},
+    claim_options=lambda s: {"focus_density": s.focus_density(),
+                             "freeze_claim_epoch": s.spec.get("freeze_claim_epoch", 1),
+                             "equivalence_margin": s.spec.get("equivalence_margin", 0.01)},
+)
+
+PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (PHEW, DECONSTRUCTING)}
+TABLES = tuple(dict.fromkeys(t for p in PROTOCOLS.values() for t in p.tables))  # every table kind

@@ -1,0 +1,329 @@
+"""The experiment grid (sparsenets.study): every job of a preset from config.yaml alone, in milliseconds; and,
+through the snakemake CLI (marked `snakemake`), that the workflow runs exactly those jobs."""
+from __future__ import annotations
+
+import copy
+import json
+import re
+import subprocess
+import sys
+from collections import Counter
+
+import pytest
+import yaml
+
+from conftest import REPO, snakemake
+from sparsenets import study
+from sparsenets.study import DENSE, PROTOCOLS, TRAINING, Run, expand, targets
+
+CONFIG = yaml.safe_load((REPO / "config.yaml").read_text())
+
+# Snakemake's dry-run job counts per rule before the grid moved into the package (`all` left out).
+COUNTS = {
+    "tiny": {"dataset": 1, "mlflow_init": 1, "mask": 21, "train": 30, "train_dense": 1, "imp_mask": 2,
+             "mask_layer_matched": 2, "sensitivity": 5, "table": 7, "train_reinit": 10, "figure": 8, "claims": 1},
+    "quick": {"dataset": 1, "mlflow_init": 1, "mask": 45, "train": 81, "train_dense": 3, "imp_mask": 12,
+              "mask_layer_matched": 6, "sensitivity": 15, "table": 7, "train_reinit": 30, "figure": 8, "claims": 1},
+    "paper": {"dataset": 2, "mlflow_init": 1, "mask": 1746, "train": 1872, "train_dense": 3, "imp_mask": 54,
+              "mask_layer_matched": 15, "sensitivity": 15, "table": 7, "train_reinit": 75, "figure": 8, "claims": 1},
+}
+
+
+def jobs_of(preset: str = "tiny", config: dict | None = None) -> dict[str, study.Job]:
+    return {j.name: j for j in expand(config or CONFIG, preset)}
+
+
+def with_study(name: str, spec: dict, preset: str = "tiny") -> dict:
+    config = copy.deepcopy(CONFIG)
+    config["presets"][preset]["studies"][name] = spec
+    return config
+
+
+# ------------------------------------------------------------------------------------------- counts
+@pytest.mark.parametrize("preset", COUNTS)
+def test_job_counts_per_kind_are_snakemakes(preset):
+    assert dict(Counter(j.kind for j in expand(CONFIG, preset))) == COUNTS[preset]
+
+
+def test_each_output_has_one_job_and_every_input_is_made_by_a_job_of_the_grid():
+    jobs = expand(CONFIG, "paper")
+    outputs = [f for j in jobs for f in j.outputs.values()]
+    assert len(outputs) == len(set(outputs))
+    assert {f for j in jobs for f in j.files()} <= set(outputs)
+    assert set(targets(jobs)) == {f for j in jobs if j.kind in ("table", "figure", "claims") for f in j.outputs.values()}
+
+
+def test_expand_is_fast():
+    import time
+
+    t0 = time.perf_counter()
+    expand(CONFIG, "paper")
+    assert time.perf_counter() - t0 < 2  # about 0.1 s on a quiet machine
+
+
+# ------------------------------------------------------------------------------------ names and paths
+def test_a_mask_and_its_training_run_are_named_by_what_defines_them():
+    jobs = jobs_of()
+    mask = jobs["mask phew/digits/mlp/synflow/d0.05/s0"]
+    assert mask.outputs == {"mask": "results/phew/masks/digits/mlp/synflow/d0.05/s0.pt"}
+    assert mask.inputs == {"data": "data/digits.npz"}
+    assert mask.log == "results/logs/phew/masks/digits/mlp/synflow/d0.05/s0.log"
+    assert mask.params == {"options": '{"iterations": 20}', "device": "auto"}
+    run = jobs["train phew/digits/mlp/synflow/d0.05/s0"]
+    assert run.run == Run("digits", "mlp", "synflow", "0.05", 0) and run.run.name == "digits/mlp/synflow/d0.05/s0"
+    assert run.dir == "results/phew/runs/digits/mlp/synflow/d0.05/s0"
+    assert run.outputs == {k: f"{run.dir}/{f}" for k, f in study.RUN_FILES.items()}
+    assert run.inputs == {"data": "data/digits.npz", "mask": mask.output, "init": (),
+                          "tracking": "results/.tracking-ready.json"}
+    assert json.loads(run.params["recipe"]) == CONFIG["recipes"]["tiny"]
+    assert (run.params["topology"], run.params["options"], run.params["rewind"]) == ("static", "{}", "")
+    assert run.params["out_dir"] == run.dir and run.log == "results/logs/phew/runs/digits/mlp/synflow/d0.05/s0.log"
+
+
+def test_densities_are_spelled_with_four_significant_digits():
+    assert [study.format_density(d) for d in (0.8 ** 10, 0.5 ** 2, 1.0, 0.01801)] == ["0.1074", "0.25", "1", "0.01801"]
+    quick = {j.run.density for j in expand(CONFIG, "quick") if j.study == "deconstructing" and j.kind in TRAINING}
+    assert quick == {"0.5", "0.25", "0.125", "0.0625", DENSE}
+
+
+def test_topology_methods_start_from_dynamic_init_and_the_layer_policy_reaches_uniform_masks_only():
+    jobs = jobs_of()
+    dnw = jobs["train deconstructing/digits/convnet/dnw/d0.25/s0"]
+    assert dnw.inputs["mask"] == "results/deconstructing/masks/digits/convnet/random/d0.25/s0.pt"
+    assert (dnw.params["topology"], dnw.params["options"]) == ("dnw", "{}")
+    rigl = jobs["train deconstructing/digits/convnet/rigl/d0.25/s0"]
+    assert (rigl.params["topology"], rigl.params["options"]) == ("rigl", '{"delta_t": 5}')
+    assert jobs["mask deconstructing/digits/convnet/random/d0.25/s0"].params["options"] == '{"first_layer_dense": true}'
+    assert jobs["mask phew/digits/mlp/random/d0.05/s0"].params["options"] == "{}"  # PHEW's policy: global
+    erk = jobs_of(config={**CONFIG, "dynamic_init": "random-erk"})
+    assert erk["train deconstructing/digits/convnet/dnw/d0.25/s0"].inputs["mask"].endswith("/random-erk/d0.25/s0.pt")
+    assert erk["mask deconstructing/digits/convnet/random-erk/d0.25/s0"].params["options"] == (
+        '{"first_layer_dense": true}')
+
+
+def test_method_kinds():
+    options = {"delta_t": 5}
+    assert study.plan("snip", options) == ("pruning", "snip", "static", {})
+    assert study.plan("rigl", options) == ("topology", "random", "rigl", options)
+    assert study.plan("dnw-freeze3", options, dynamic_init="random-erk") == (
+        "frozen-dnw", "random-erk", "dnw", {"freeze_epoch": 3})
+    assert study.plan("imp", options) == ("imp", "imp", "static", {})
+    assert study.plan("random-like-imp", options) == ("layer-matched", "random-like-imp", "static", {})
+    assert study.plan("set", options, topologies=("dnw", "rigl", "set")).kind == "topology"
+
+
+# --------------------------------------------------------------------------------------------- IMP
+def test_imp_chain_trains_every_level_up_to_the_last_and_restarts_from_the_dense_runs_rewind_weights():
+    jobs = jobs_of("quick")  # rate 0.5, levels 2 and 4: levels 1 and 3 are trained too
+    runs = "results/deconstructing/runs/cifar10/convnet"
+    for seed in (0, 1, 2):
+        levels = {j.run.density for j in jobs.values() if j.kind == "train" and j.run.method == "imp"
+                  and j.run.seed == seed}
+        assert levels == {"0.5", "0.25", "0.125", "0.0625"}
+        first = jobs[f"imp_mask deconstructing/cifar10/convnet/imp/d0.5/s{seed}"]
+        assert first.inputs == {"model": f"{runs}/random/d1/s{seed}/model.pt", "mask": f"{runs}/random/d1/s{seed}/mask.pt"}
+        assert first.params == {"rate": 0.5, "run_dir": f"{runs}/random/d1/s{seed}"}
+        third = jobs[f"imp_mask deconstructing/cifar10/convnet/imp/d0.125/s{seed}"]
+        assert third.params["run_dir"] == f"{runs}/imp/d0.25/s{seed}"
+        level = jobs[f"train deconstructing/cifar10/convnet/imp/d0.125/s{seed}"]
+        assert level.inputs["init"] == f"{runs}/random/d1/s{seed}/rewind.pt"
+        assert level.inputs["mask"] == third.output
+        dense = jobs[f"train_dense deconstructing/cifar10/convnet/random/d1/s{seed}"]
+        assert dense.outputs["rewind"] == f"{runs}/random/d1/s{seed}/rewind.pt" and dense.params["rewind"] == (
+            "--rewind-step 0")
+    reinit = {j.run.density for j in jobs.values() if j.kind == "train_reinit" and j.run.method == "imp"}
+    assert reinit == {"0.25", "0.0625"}  # only the studied levels are retrained from fresh weights
+    assert jobs_of()["train_dense deconstructing/digits/convnet/random/d1/s0"].params["rewind"] == "--rewind-step 5"
+
+
+def test_a_density_that_is_no_imp_level_is_an_error():
+    s = study.studies(CONFIG, "tiny")[1]
+    assert s.level_of("0.25") == 2
+    with pytest.raises(ValueError, match="0.3 is not an IMP level of rate 0.5"):
+        s.level_of("0.3")
+
+
+# ------------------------------------------------------------------------- layer-matched and frozen DNW
+def test_layer_matched_mask_copies_the_source_runs_final_structure():
+    job = jobs_of()["mask_layer_matched deconstructing/digits/convnet/random-like-dnw/d0.5/s0"]
+    like = "results/deconstructing/runs/digits/convnet/dnw/d0.5/s0/mask.pt"
+    assert job.inputs == {"data": "data/digits.npz", "like": like}
+    assert job.params == {"options": json.dumps({"like": like})}
+    assert job.output == "results/deconstructing/masks/digits/convnet/random-like-dnw/d0.5/s0.pt"
+    run = jobs_of()["train deconstructing/digits/convnet/random-like-dnw/d0.5/s0"]
+    assert run.inputs["mask"] == job.output and run.params["topology"] == "static"
+
+
+def test_frozen_dnw_runs_are_at_the_focus_density_only():
+    frozen = [j for j in expand(CONFIG, "quick") if j.run and j.run.method.startswith("dnw-freeze")]
+    assert {j.kind for j in frozen} == {"train"} and {j.run.density for j in frozen} == {"0.0625"}
+    assert sorted({j.run.method for j in frozen}) == ["dnw-freeze0", "dnw-freeze1", "dnw-freeze3"]
+    one = jobs_of("quick")["train deconstructing/cifar10/convnet/dnw-freeze3/d0.0625/s1"]
+    assert (one.params["topology"], json.loads(one.params["options"])) == ("dnw", {"freeze_epoch": 3})
+    assert one.inputs["mask"] == "results/deconstructing/masks/cifar10/convnet/random/d0.0625/s1.pt"
+
+
+def test_sensitivity_curves_are_at_the_focus_density_only():
+    curves = [j for j in expand(CONFIG, "paper") if j.kind == "sensitivity"]
+    assert {j.run.density for j in curves} == {study.format_density(0.8 ** 10)}
+    assert len(curves) == 5 * 3  # methods x seeds
+    job = curves[0]
+    assert job.inputs["model"] == f"{job.params['run_dir']}/model.pt"
+    assert job.params["fractions"] == "0.0 0.1 0.2 0.3 0.4 0.5 0.6 0.7 0.8 0.9"
+    assert job.params["precision"] == "auto"
+
+
+# ---------------------------------------------------------------------------- tables, figures, claims
+def test_tables_figures_and_claims_come_from_the_protocol():
+    jobs = jobs_of()
+    indegree = jobs["figure deconstructing/indegree"]
+    assert indegree.inputs["tables"] == ("results/deconstructing/tables/indegree.csv",
+                                         "results/deconstructing/tables/overlap.csv")
+    assert json.loads(indegree.params["options"]) == {"density": 0.25}
+    assert json.loads(jobs["figure phew/layer_widths"].params["options"]) == {"density": 0.05}
+    assert jobs["figure phew/accuracy_vs_density"].params["options"] == "{}"
+    overlap = jobs["table deconstructing/overlap"].inputs["files"]
+    assert {f.split("/")[5] for f in overlap} == {"dnw", "rigl"} and all(f.endswith("structure.json") for f in overlap)
+    runs = jobs["table deconstructing/runs"].inputs["files"]
+    assert len(runs) == 10 + 10 + 2 and sum("/reinit/" in f for f in runs) == 10
+    claims = jobs["claims"]
+    assert json.loads(claims.params["options"]) == {
+        "phew": {"claim_density_max": 0.11},
+        "deconstructing": {"focus_density": 0.25, "freeze_claim_epoch": 1, "equivalence_margin": 0.01}}
+    assert claims.params["studies"] == (
+        "--study phew phew runs=results/phew/tables/runs.csv layers=results/phew/tables/layers.csv "
+        "--study deconstructing deconstructing runs=results/deconstructing/tables/runs.csv "
+        "sensitivity=results/deconstructing/tables/sensitivity.csv overlap=results/deconstructing/tables/overlap.csv")
+    assert jobs["mlflow_init"].params == {"experiments": "phew deconstructing"}
+
+
+def test_protocol_registry():
+    from sparsenets import claims
+
+    assert list(PROTOCOLS) == ["phew", "deconstructing"]
+    for p in PROTOCOLS.values():
+        assert all(set(f.tables) <= set(p.tables) for f in p.figures.values()), p.name
+        assert set(p.claims.values()) <= set(p.tables), p.name
+    ids = [cid for p in PROTOCOLS.values() for cid in p.claims]
+    assert ids == list(claims.CLAIMS)  # every claim judged by exactly one protocol, in order
+    assert study.TABLES == ("runs", "epochs", "layers", "sensitivity", "indegree", "overlap")
+
+
+def test_the_schema_checks_a_study_by_each_registered_protocol():
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())["$defs"]
+    assert schema["study"]["properties"]["protocol"]["enum"] == list(PROTOCOLS)
+    branches = {b["if"]["properties"]["protocol"]["const"]: b["then"]["$ref"] for b in schema["study"]["allOf"]}
+    assert branches == {p: f"#/$defs/{p}" for p in PROTOCOLS}
+    assert all(schema[p]["properties"]["protocol"] == {"const": p} for p in PROTOCOLS)
+
+
+def test_topologies_match_the_registry():
+    from sparsenets import topology
+
+    topology.load_all()
+    assert sorted(study.TOPOLOGIES) == sorted(t for t in topology.TOPOLOGIES if t != "static")
+
+
+@pytest.mark.parametrize("protocol, base", [("phew", "phew"), ("deconstructing", "deconstructing")])
+def test_a_second_study_of_a_protocol_yields_exactly_its_own_jobs(protocol, base):
+    spec = copy.deepcopy(CONFIG["presets"]["tiny"]["studies"][base])
+    name = f"{base}-two"
+    before, after = expand(CONFIG, "tiny"), expand(with_study(name, spec), "tiny")
+    own = [j for j in after if j.study == name]
+    as_base = {(j.kind, j.key.removeprefix(f"{name}/")) for j in own}
+    assert as_base == {(j.kind, j.key.removeprefix(f"{base}/")) for j in before if j.study == base}
+    assert all(f.startswith(f"results/{name}/") or f.startswith("results/logs/") for j in own
+               for f in [*j.outputs.values(), j.log])
+    assert {f for j in own for f in j.files()} <= {f for j in after for f in j.outputs.values()}
+    figures = {j.key for j in own if j.kind == "figure"}
+    assert figures == {f"{name}/{f}" for f in PROTOCOLS[protocol].figures}
+    untouched = {j.name: j for j in before if j.kind not in ("mlflow_init", "claims")}
+    assert untouched == {j.name: j for j in after if j.study != name and j.kind not in ("mlflow_init", "claims")}
+    claims = {j.kind: j for j in after}["claims"]
+    assert f"--study {name} {protocol} runs=results/{name}/tables/runs.csv" in claims.params["studies"]
+    assert name in json.loads(claims.params["options"])
+    assert {j.kind: j for j in after}["mlflow_init"].params["experiments"].split() == ["phew", "deconstructing", name]
+
+
+def test_a_study_of_another_grid():
+    spec = {"protocol": "phew", "datasets": ["cifar100"], "models": ["resnet20"], "methods": ["random", "phew"],
+            "densities": [0.1], "seeds": [3], "recipe": "quick"}
+    jobs = [j for j in expand(with_study("phew-cifar100", spec, "quick"), "quick") if j.study == "phew-cifar100"]
+    assert Counter(j.kind for j in jobs) == {"mask": 2, "train": 2, "table": 3, "figure": 4}
+    assert {j.run.name for j in jobs if j.kind == "train"} == {"cifar100/resnet20/random/d0.1/s3",
+                                                             "cifar100/resnet20/phew/d0.1/s3"}
+    datasets = [j for j in expand(with_study("phew-cifar100", spec, "quick"), "quick") if j.kind == "dataset"]
+    assert {j.key for j in datasets} == {"cifar10", "cifar100"}
+
+
+# ------------------------------------------------------------------------------------------------ errors
+def test_bad_protocol_preset_or_recipe_fails_naming_the_key():
+    spec = {**CONFIG["presets"]["tiny"]["studies"]["phew"], "protocol": "phwe"}
+    with pytest.raises(ValueError, match=r"config key 'presets\.tiny\.studies\.x\.protocol': 'phwe' is not a protocol"):
+        expand(with_study("x", spec), "tiny")
+    with pytest.raises(ValueError, match=r"config key 'preset': 'nope' is not a preset"):
+        expand(CONFIG, "nope")
+    spec = {**CONFIG["presets"]["tiny"]["studies"]["phew"], "recipe": "quik"}
+    with pytest.raises(ValueError, match=r"'presets\.tiny\.studies\.x\.recipe': 'quik' is not a recipe"):
+        expand(with_study("x", spec), "tiny")
+    spec = {k: v for k, v in CONFIG["presets"]["tiny"]["studies"]["deconstructing"].items()
+            if k != "sensitivity_fractions"}
+    with pytest.raises(ValueError, match=r"'presets\.tiny\.studies\.x\.sensitivity_fractions' is missing"):
+        expand(with_study("x", spec), "tiny")
+
+
+def test_unknown_names_fail_naming_the_key():
+    known = {"models": ["mlp", "convnet"], "methods": ["random", "random-erk", "magnitude", "snip", "grasp", "synflow",
+             "synflow-l2", "phew", "phew-reinit", "random-like"], "datasets": ["digits"], "topologies": ["dnw", "rigl"]}
+    study.check_names(CONFIG, known, "tiny")
+    bad = with_study("x", {**CONFIG["presets"]["tiny"]["studies"]["phew"], "models": ["mlp", "resnet21"]})
+    with pytest.raises(ValueError, match=r"'presets\.tiny\.studies\.x\.models': unknown model 'resnet21'"):
+        study.check_names(bad, known, "tiny")
+    bad = with_study("x", {**CONFIG["presets"]["tiny"]["studies"]["deconstructing"], "methods": ["random-like-snip"]})
+    with pytest.raises(ValueError, match="'random-like-snip' copies the layer densities of method 'snip'"):
+        study.check_names(bad, known, "tiny")
+
+
+def test_study_imports_no_torch():
+    out = subprocess.run([sys.executable, "-X", "importtime", "-c", "import sparsenets.study"],
+                         capture_output=True, text=True, check=True)
+    modules = [line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines() if "|" in line]
+    assert "sparsenets.study" in modules
+    assert not [m for m in modules if m.split(".")[0] in ("torch", "numpy", "pandas", "snakemake")]
+
+
+# ------------------------------------------------------------------ the workflow runs exactly these jobs
+def job_stats(text: str) -> dict[str, int]:
+    """The first "Job stats" table of Snakemake's output, without `all` and the total."""
+    table = text[text.index("Job stats:"):].split("total")[0]
+    return {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", table, re.M) if rule != "all"}
+
+
+@pytest.mark.snakemake
+@pytest.mark.parametrize("preset", ["tiny", "quick", "paper"])
+def test_snakemakes_dry_run_has_the_grids_jobs(tmp_path, preset):
+    proc = snakemake(tmp_path, "-n", "--quiet", "rules", "--config", f"preset={preset}")
+    assert job_stats(proc.stdout) == dict(Counter(j.kind for j in expand(CONFIG, preset)))
+
+
+@pytest.mark.snakemake
+def test_a_study_added_to_a_copy_of_the_config_is_in_the_dag(tmp_path):
+    spec = {"protocol": "phew", "datasets": ["digits"], "models": ["mlp"], "methods": ["random", "phew"],
+            "densities": [0.1], "seeds": [0], "recipe": "tiny", "width_density": 0.1}
+    config = with_study("phew-small", spec)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    proc = snakemake(tmp_path, "-n", "-p", "--configfile", str(tmp_path / "config.yaml"), "--config", "preset=tiny",
+                     configfile=False)
+    out = proc.stdout
+    base = "results/phew-small"
+    for method in spec["methods"]:
+        assert f"{base}/masks/digits/mlp/{method}/d0.1/s0.pt" in out
+        assert f"{base}/runs/digits/mlp/{method}/d0.1/s0/metrics.json" in out
+        assert f"--study phew-small --dataset digits --data data/digits.npz --model mlp --method {method}" in out
+    for table in PROTOCOLS["phew"].tables:
+        assert f"{base}/tables/{table}.csv" in out
+    for fig in PROTOCOLS["phew"].figures:
+        assert f"{base}/figures/{fig}.png" in out and f"{base}/figures/{fig}.pdf" in out
+    assert "--study phew-small phew runs=results/phew-small/tables/runs.csv" in out
+    assert "--experiments phew deconstructing phew-small" in out
+    assert job_stats(out) == dict(Counter(j.kind for j in expand(config, "tiny")))
