@@ -6,7 +6,7 @@ import torch
 from sparsenets.masks import Mask, keep_count, prunable
 from sparsenets.models import build_model
 
-# Prunable-weight counts on CIFAR-10 (PAPERS.md): pinned so a model change cannot slip through.
+# Prunable-weight counts on CIFAR-10 (as the papers count them): pinned so a model change cannot slip through.
 PINNED = {"resnet18": 11_164_352, "vgg19": 20_024_000, "resnet20": 270_896, "vgg19-nobn": 20_024_000}
 
 

@@ -1,4 +1,4 @@
-"""The claims a run is judged by (PAPERS.md, C1–C7 and C5b), each tested on the tidy tables of one network.
+"""The claims a run is judged by (C1–C7 and C5b of the two papers; README, "Claims and verdicts"), each tested on the tidy tables of one network.
 
 Each study is judged on its own tables by its protocol's claims (sparsenets.study.PROTOCOLS: C1–C3 on a phew
 study, C4–C7 and C5b on a deconstructing one), at its own options.
@@ -632,7 +632,7 @@ def write(claims: list[dict], md_path: str | os.PathLike, csv_path: str | os.Pat
     counts = ", ".join(f"{MARKS[v]} {sum(c['verdict'] == v for c in claims)} {v}" for v in VERDICTS)
     source = (f"preset `{preset}`" if preset else "this preset") + (
         ", from " + ", ".join(f"`{t}`" for t in tables) if tables else "")
-    lines = ["# Claims C1–C7 of PAPERS.md", "",
+    lines = ["# Claims C1–C7 and C5b of the two papers", "",
              f"Verdicts on {source}: {counts} (one row per study, claim and network).", ""]
     if options:
         lines += ["Options: " + "; ".join(f"{study}: " + (", ".join(f"{k} = {v}" for k, v in values.items()) or "defaults")

@@ -2,7 +2,7 @@
 smallest magnitude first or at random, and measure test accuracy with no retraining.
 
 BN running statistics describe the unpruned net, so every point is reported twice: with those stale
-statistics, and after re-estimating them on training batches (PAPERS.md, "Known traps").
+statistics, and after re-estimating them on training batches.
 """
 from __future__ import annotations
 

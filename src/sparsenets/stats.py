@@ -1,4 +1,4 @@
-"""Seed statistics the claims are judged with (PAPERS.md, "The claims a run is judged by").
+"""Seed statistics the claims are judged with (README, "Claims and verdicts").
 
 Every quantity is measured once per seed; a method is summarised by its mean over seeds and a 95 % t-interval,
 and two methods are compared through the interval of their difference, paired by seed where the runs share

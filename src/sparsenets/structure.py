@@ -1,5 +1,5 @@
 """What we measure on a mask, without training: densities, widths, in-degrees, the path-kernel trace
-and the overlap of two masks (PAPERS.md, Vocabulary and "Path-kernel trace").
+and the overlap of two masks (as PHEW defines width and the path-kernel trace).
 
 A unit is alive for widths when some kept weight feeds it and some kept weight reads it; a unit's
 readers include the layers it reaches through identity shortcuts (see graph.py), and the output

@@ -24,7 +24,7 @@ from .topology import Schedule, Topology, make_topology
 
 @dataclass(frozen=True)
 class Recipe:
-    """Hyper-parameters of one training run (PAPERS.md "cifar-160" by default)."""
+    """Hyper-parameters of one training run (both papers' "cifar-160" by default)."""
 
     epochs: int = 160
     batch_size: int = 128

@@ -41,7 +41,7 @@ TRACKING_URI = (
     or config.get("tracking", {}).get("uri")
     or f"sqlite:///{Path(config['results_dir']).resolve() / 'mlflow.db'}"
 )
-# Jobs read these from the environment, so changing them reruns nothing (DESIGN.md).
+# Jobs read these from the environment, so changing them reruns nothing.
 os.environ["SPARSENETS_TRACKING_URI"] = TRACKING_URI
 if "SPARSENETS_GIT_COMMIT" not in os.environ:
     _git = subprocess.run(

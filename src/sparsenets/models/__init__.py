@@ -1,4 +1,4 @@
-"""Model registry: every network is built by name and initialised as PHEW's code does (PAPERS.md).
+"""Model registry: every network is built by name and initialised as PHEW's code does.
 
 Kaiming-normal (fan_in) for convs and linears, BN gamma=1 beta=0, biases 0. A model class may declare
 `linear_init_std` to draw its Linear weights from N(0, std) instead: VGG does (0.01), which is what

@@ -1,4 +1,4 @@
-"""PHEW: a mask grown from empty by random walks biased towards strong initial weights (PAPERS.md).
+"""PHEW: a mask grown from empty by random walks biased towards strong initial weights (Patil & Dovrolis, ICML 2021).
 
 A walk's steps depend only on the initial weights, never on the mask, so we draw thousands of walks
 at once: the walkers of a batch move layer by layer in topological order, and every step is one

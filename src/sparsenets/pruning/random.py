@@ -3,7 +3,7 @@
 Option `first_layer_dense` (random and random-erk): keep the first prunable tensor (the first conv)
 dense and spread the rest of the global budget over the other layers, uniformly or by ERK, so the
 total kept count is still keep_count(density, total). This is RigL's code's uniform distribution,
-the Deconstructing study's layer policy (PAPERS.md, "Layer policy"); without it the budget is global.
+the Deconstructing study's layer policy (README, "Layer policy"); without it the budget is global.
 """
 from __future__ import annotations
 
