@@ -24,7 +24,7 @@ test: $(STAMP)  ## every test, the real snakemake/mlflow/slurm ones included
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP)  ## unit tests only: no snakemake, no pipeline, no cluster (under a minute)
-	$(BIN)/python -m pytest -m "not e2e and not snakemake and not slurm and not tracking_server"
+	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not e2e and not snakemake and not slurm and not tracking_server"
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

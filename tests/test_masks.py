@@ -87,6 +87,7 @@ def test_saving_the_same_mask_twice_gives_identical_bytes(tmp_path):
     assert (tmp_path / "a" / "m.pt").read_bytes() == (tmp_path / "b" / "m.pt").read_bytes()
 
 
+@pytest.mark.snakemake
 def test_mask_rule_passes_first_layer_dense_under_that_layer_policy(tmp_path):
     """The tiny preset's Deconstructing study keeps the first layer dense; its PHEW study is global."""
     from conftest import snakemake
