@@ -175,13 +175,13 @@ def _seed(s: Any) -> Any:
 
 def _num(quantity: str, method: str, density: float, iv: Interval, detail: str = "") -> dict:
     return {"quantity": quantity, "method": method, "density": density, "detail": detail, "mean": iv.mean,
-            "ci_low": iv.low, "ci_high": iv.high, "n_seeds": iv.n, "seeds": " ".join(map(str, iv.seeds))}
+            "ci_low": iv.low, "ci_high": iv.high, "n_seeds": iv.n, "seeds": _seeds(iv.seeds)}
 
 
 def _count(quantity: str, method: str, density: float, seeds: Sequence, detail: str = "") -> dict:
     """A row that counts seeds (e.g. seeds with a zero trace): mean = their number."""
     return {"quantity": quantity, "method": method, "density": density, "detail": detail, "mean": float(len(seeds)),
-            "ci_low": math.nan, "ci_high": math.nan, "n_seeds": len(seeds), "seeds": " ".join(map(str, seeds))}
+            "ci_low": math.nan, "ci_high": math.nan, "n_seeds": len(seeds), "seeds": _seeds(seeds)}
 
 
 def _verdict(parts: Sequence[str]) -> str:
