@@ -328,9 +328,31 @@ def healthy(uri: str) -> bool:
         return False
 
 
+@dataclass
+class TrackingServer:
+    """The `mlflow server` of the session: tests may stop it and start it again (same port, same database)."""
+
+    services: Services
+    env: dict[str, str]
+    uri: str
+
+    def start(self) -> None:
+        """Start it with the user-facing script; return once /health answers."""
+        self.services.start("mlflow", ["bash", str(TRACKING_SCRIPT)], env=self.env, cwd=self.services.state)
+        self.services.wait_until(lambda: healthy(self.uri), 120, "mlflow server /health")
+
+    def stop(self) -> None:
+        """SIGTERM (then SIGKILL) the server and its workers: an outage, PostgreSQL keeps the data."""
+        daemon = [d for d in self.services.daemons if d.name == "mlflow"][-1]
+        stop_group(daemon.proc.pid)
+        daemon.proc.wait(timeout=5)
+        self.services.daemons.remove(daemon)  # not a daemon that died: start() waits on the others only
+        assert not healthy(self.uri)
+
+
 @pytest.fixture(scope="session")
-def postgres_mlflow_server() -> Iterator[str]:
-    """An `mlflow server` on a throwaway PostgreSQL, started by the user-facing script; yields its URI."""
+def tracking_server() -> Iterator[TrackingServer]:
+    """An `mlflow server` on a throwaway PostgreSQL, started by the user-facing script."""
     with Services(MLFLOW_STATE) as services:
         libpq = start_postgres(services, secrets.token_urlsafe(24))
         port = free_port()
@@ -338,7 +360,12 @@ def postgres_mlflow_server() -> Iterator[str]:
         env = {**os.environ, **libpq, "PATH": path, "MLFLOW_HOST": "127.0.0.1", "MLFLOW_PORT": str(port),
                "MLFLOW_WORKERS": "2",
                "MLFLOW_ARTIFACTS_DESTINATION": str(services.state / "artifacts")}
-        services.start("mlflow", ["bash", str(TRACKING_SCRIPT)], env=env, cwd=services.state)
-        uri = f"http://127.0.0.1:{port}"
-        services.wait_until(lambda: healthy(uri), 120, "mlflow server /health")
-        yield uri
+        server = TrackingServer(services, env, f"http://127.0.0.1:{port}")
+        server.start()
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_mlflow_server(tracking_server: TrackingServer) -> str:
+    """The session's tracking server, by its URI."""
+    return tracking_server.uri

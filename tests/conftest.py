@@ -48,3 +48,11 @@ def tiny_run(tmp_path_factory) -> Path:
     # four jobs at once on two cores: parallel writers to the default SQLite store lose nothing
     snakemake(work, "--cores", "4", "--config", "preset=tiny", env={"SPARSENETS_TRACKING_URI": ""})
     return work
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Two workers (`make test`): a file's tests stay together (module fixtures run once), and every test
+    that reads the session's tiny pipeline joins one group, so the pipeline runs once, not once per worker."""
+    for item in items:
+        group = "tiny_run" if "tiny_run" in getattr(item, "fixturenames", ()) else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))

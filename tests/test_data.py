@@ -283,12 +283,52 @@ def test_load_names_a_truncated_file(tmp_path):
         ({"y_train": np.array([0, 1, 0])}, "y_train must be int64 of shape"),
         ({"y_test": np.array([1, 2])}, r"y_test has labels in \[1, 2\]"),
         ({"x_test": np.zeros((2, 3, 3, 1), np.uint8)}, "train images are"),
+        ({"x_train": np.zeros((4, 3, 8, 8), np.uint8)},
+         r"x_train has shape \(4, 3, 8, 8\): channel-first .*np\.transpose\(x, \(0, 2, 3, 1\)\)"),
+        ({"x_train": np.zeros((4, 8, 8, 5), np.uint8)}, r"x_train has shape \(4, 8, 8, 5\): its last axis \(5\)"),
+        ({"x_test": np.zeros((0, 2, 2, 1), np.uint8), "y_test": np.zeros(0, np.int64)}, "x_test is empty"),
+        ({"x_train": np.zeros((0, 2, 2, 1), np.uint8), "y_train": np.zeros(0, np.int64)}, "x_train is empty"),
+        ({"classes": np.array(["a", "b", "c"])}, "classes has 3 names but the labels stop at 1"),
+        ({"classes": np.array(["a", "a"])}, r"classes names \['a'\] more than once"),
+        ({"y_train": np.array([0, 1, 0, -1])}, r"y_train has labels in \[-1, 1\], outside \[0, 1\]"),
     ],
 )
 def test_load_names_the_file_and_the_problem(tmp_path, override, problem):
     path = write_npz(tmp_path / "bad.npz", **override)
     with pytest.raises(DataError, match=f"{path}.*{problem}"):
         data.load(path)
+
+
+@pytest.mark.parametrize(
+    "name, override, problem",
+    [
+        ("cifar10", {"x_train": np.zeros((4, 3, 32, 32), np.uint8), "x_test": np.zeros((2, 3, 32, 32), np.uint8)},
+         r"x_train has shape \(4, 3, 32, 32\): channel-first"),
+        ("cifar10", {}, "cifar10 images must be 32×32×3 \\(H×W×C\\), got 2×2×1"),
+        ("mnist", {"x_train": np.zeros((4, 28, 28, 3), np.uint8), "x_test": np.zeros((2, 28, 28, 3), np.uint8)},
+         "mnist images must be 28×28×1"),
+        ("cifar100", {"x_train": np.zeros((4, 32, 32, 3), np.uint8), "x_test": np.zeros((2, 32, 32, 3), np.uint8)},
+         "cifar100 has 100 classes, the file's classes array 2"),
+    ],
+)
+def test_a_known_dataset_must_have_its_shape_and_classes(tmp_path, name, override, problem):
+    """The registry knows each dataset's image shape and class count; a file put in place by hand is held to them."""
+    path = write_npz(tmp_path / f"{name}.npz", **override)
+    with pytest.raises(DataError, match=f"{path}: {problem}"):
+        data.load(path)
+    if "channel-first" not in problem:  # the same arrays under a name the registry does not fix are fine
+        data.load(write_npz(tmp_path / "mine.npz", **override))
+
+
+@pytest.mark.parametrize("key, n, problem", [
+    ("train_subset", 5, "recipe key train_subset is 5, but dataset file f.npz has only 4 training images"),
+    ("eval_subset", 3, "recipe key eval_subset is 3, but dataset file f.npz has only 2 test images"),
+])
+def test_a_subset_larger_than_its_split_is_named(tmp_path, key, n, problem):
+    ds = data.load(write_npz(tmp_path / "f.npz"))
+    data.check_subsets(ds, 4, 2, "dataset file f.npz")  # the whole split is fine
+    with pytest.raises(DataError, match=problem):
+        data.check_subsets(ds, **{"train_subset": None, "eval_subset": None, key: n}, source="dataset file f.npz")
 
 
 def test_mean_and_std_come_from_the_training_split():

@@ -161,3 +161,152 @@ def test_tables_group_runs_by_their_spec_density_and_keep_the_measured_ones(tmp_
     assert [t["density"].item() for t in (runs, epochs, layers)] == [0.05] * 3
     assert (runs["actual_density"].item(), epochs["actual_density"].item(), layers["layer_density"].item()) == (
         0.0499, 0.0499, 0.07)
+
+
+# ------------------------------------------------------------------------------ paper-ready: one look everywhere
+PHEW_SPEC = {"study": "phew", "dataset": "cifar10", "model": "resnet20"}
+PHEW_METHODS = ["random", "snip", "synflow", "synflow-l2", "phew", "phew-reinit"]
+
+
+def phew_runs(seeds=SEEDS, densities=(0.1, 0.04, 0.018)) -> pd.DataFrame:
+    """PHEW-study runs; phew-reinit equals phew and synflow-l2 equals synflow, seed by seed (as at tiny scale)."""
+    base = {"random": 0.5, "snip": 0.6, "synflow": 0.62, "synflow-l2": 0.62, "phew": 0.7, "phew-reinit": 0.7}
+    return pd.DataFrame([{**PHEW_SPEC, "method": m, "density": d, "seed": s, "variant": "original",
+                          "final_test_acc": base[m] + 0.01 * s + d, "init_path_kernel_trace": 10 ** (base[m] * 10 + d)}
+                         for m, d, s in itertools.product(PHEW_METHODS, densities, seeds)])
+
+
+def lines_of(fig) -> dict[str, list]:
+    """method (gid) -> the lines drawn for it, over every panel."""
+    out = {}
+    for ax in fig.axes:
+        for line in ax.get_lines():
+            if line.get_gid():
+                out.setdefault(line.get_gid(), []).append(line)
+    return out
+
+
+def registry_methods() -> set[str]:
+    """Every method a study can list, as figures see them: the registries', IMP, mag, random-like-M of each
+    method that has a final structure of its own, and DNW frozen after k epochs."""
+    import yaml
+
+    from conftest import REPO
+    from sparsenets import pruning, topology
+
+    pruning.load_all()
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    listed = {m for p in config["presets"].values() for s in p["studies"].values() for m in s["methods"]}
+    return ({m for m in pruning.METHODS if m != "random-like"} | set(topology.methods()) | {"imp", "mag"} | listed
+            | {"random-like-imp", "random-like-dnw", "random-like-rigl", "dnw-freeze0", "dnw-freeze160"})
+
+
+def test_every_method_has_its_own_colour_and_marker():
+    methods = registry_methods()
+    unlisted = {m for m in methods if figures.style(m) not in figures.STYLES.values()}
+    assert not unlisted, f"give these methods an entry in figures.STYLES: {unlisted}"
+    colours = [s.color.lower() for s in figures.STYLES.values()]
+    assert len(colours) == len(set(colours))
+    assert figures.style("dnw-freeze3") == figures.STYLES["dnw-freeze"]
+    assert figures.style("some-new-method") == figures.style("some-new-method")  # a spare style, stable
+    assert figures.style("some-new-method").color not in colours
+
+
+def test_a_method_looks_the_same_in_the_figures_of_both_studies():
+    import matplotlib.pyplot as plt
+
+    phew = figures.FIGURES["accuracy_vs_density"](phew_runs())
+    dec = figures.FIGURES["reinit"](runs())
+    sens_fig = figures.FIGURES["sensitivity"](sens())
+    try:
+        drawn = [lines_of(f) for f in (phew, dec, sens_fig)]
+        for fig_lines in drawn:
+            line = fig_lines["random"][0]
+            assert (line.get_color(), line.get_marker()) == (figures.STYLES["random"].color,
+                                                            figures.STYLES["random"].marker)
+        colours = {m: {line.get_color() for line in ls} for d in drawn for m, ls in d.items()}
+        assert all(len(c) == 1 for c in colours.values()), colours
+        assert len({next(iter(c)) for c in colours.values()}) == len(colours)  # no two methods share a colour
+    finally:
+        for f in (phew, dec, sens_fig):
+            plt.close(f)
+
+
+def test_identical_series_stay_visible_and_the_caption_says_so(tmp_path):
+    import matplotlib.pyplot as plt
+
+    fig = figures.FIGURES["accuracy_vs_density"](phew_runs())
+    drawn = lines_of(fig)
+    text = figures.caption(fig, [phew_runs()], "quick")
+    plt.close(fig)
+    first, twin = drawn["phew"][0], drawn["phew-reinit"][0]
+    assert first.get_markerfacecolor() != "none" and twin.get_markerfacecolor() == "none"
+    assert twin.get_markersize() > first.get_markersize() and twin.get_linestyle() != "-"
+    assert "phew-reinit coincides with phew where drawn hollow" in text and "synflow-l2 coincides with synflow" in text
+    assert "snip coincides" not in text
+
+
+def test_one_point_series_has_a_marker_and_one_seed_draws_no_band():
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import PolyCollection
+
+    one = phew_runs(seeds=[0], densities=(0.05,))
+    fig = figures.FIGURES["accuracy_vs_density"](one)
+    text = figures.caption(fig, [one], "tiny")
+    assert all(line.get_marker() not in (None, "None", "") for ls in lines_of(fig).values() for line in ls)
+    assert not any(isinstance(c, PolyCollection) for ax in fig.axes for c in ax.collections)
+    assert "no band" in text and "1 seed (0)" in text and "Preset tiny" in text
+    plt.close(fig)
+    fig = figures.FIGURES["accuracy_vs_density"](phew_runs())
+    assert any(isinstance(c, PolyCollection) for ax in fig.axes for c in ax.collections)
+    assert "bands: ± 1 std" in figures.caption(fig, [phew_runs()], "quick")
+    plt.close(fig)
+
+
+def test_density_axes_are_alike_in_both_studies_and_epochs_are_integers():
+    import matplotlib.pyplot as plt
+
+    drawn = [figures.FIGURES["accuracy_vs_density"](phew_runs()), figures.FIGURES["path_kernel"](phew_runs()),
+             figures.FIGURES["reinit"](runs())]
+    try:
+        axes = [f.axes[0] for f in drawn]
+        assert len({ax.get_xlabel() for ax in axes}) == 1
+        for ax, densities in zip(axes, [(0.1, 0.04, 0.018)] * 2 + [DENSITIES]):
+            assert ax.get_xscale() == "log" and ax.xaxis_inverted()
+            assert sorted(ax.get_xticks()) == pytest.approx(sorted(densities))
+        epochs = pd.DataFrame([{**PHEW_SPEC, "method": m, "density": 0.05, "seed": 0, "epoch": e, "train_loss": 2 / e}
+                               for m in ("random", "phew") for e in range(1, 8)])
+        loss = figures.FIGURES["train_loss"](epochs)
+        drawn.append(loss)
+        ticks = [t for t in loss.axes[0].get_xticks() if 1 <= t <= 7]
+        assert ticks and all(float(t).is_integer() for t in ticks)
+    finally:
+        for f in drawn:
+            plt.close(f)
+
+
+@pytest.mark.parametrize("name, frames, options", [
+    ("accuracy_vs_density", lambda: [phew_runs()], {}),
+    ("reinit", lambda: [runs()], {}),
+    ("sensitivity", lambda: [sens()], {"density": 0.05}),
+    ("indegree", lambda: list(structure_tables(epochs=5, units=10)), {"density": 0.05}),
+    ("freezing", lambda: [runs()], {}),
+])
+def test_pdfs_embed_truetype_fonts_and_pngs_carry_the_caption(tmp_path, name, frames, options):
+    from PIL import Image
+
+    png, pdf = _draw(tmp_path, name, frames(), preset="quick", **options)
+    data = pdf.read_bytes()
+    assert b"/Subtype /Type3" not in data and b"/FontFile2" in data  # TrueType embedded, no Type 3
+    description = Image.open(png).text["Description"]
+    assert description.startswith("Preset quick. 3 seeds (0, 1, 2). lines: mean over seeds; bands: ± 1 std")
+
+
+def test_the_type3_check_would_catch_type3_fonts(tmp_path):
+    import matplotlib.pyplot as plt
+
+    fig = figures.FIGURES["reinit"](runs())
+    with plt.rc_context({"pdf.fonttype": 3}):
+        fig.savefig(tmp_path / "t3.pdf")
+    plt.close(fig)
+    assert b"/Subtype /Type3" in (tmp_path / "t3.pdf").read_bytes()

@@ -70,7 +70,8 @@ def test_table_figure_and_claims_jobs_import_no_torch(tmp_path):
             run.mkdir(parents=True)
             files.append(run / "metrics.json")
             files[-1].write_text(json.dumps({"spec": spec, "density": 0.1, "final_test_acc": 0.8 + 0.01 * seed,
-                                             "best_test_acc": 0.82, "final_train_loss": 0.3, "epochs": 2}))
+                                             "best_test_acc": 0.82, "final_train_loss": 0.3, "epochs": 2,
+                                                 "history": [{"epoch": 1, "test_acc": 0.8, "train_loss": 0.3}]}))
     jobs = {"table": ["table", "--kind", "runs", "--out", "runs.csv", *map(str, files)],
             "figure": ["figure", "accuracy_vs_density", "--tables", "runs.csv", "--out", "acc.png", "acc.pdf"],
             "claims": ["claims", "--study", "phew", "phew", "runs=runs.csv", "--md", "claims.md",

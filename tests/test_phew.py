@@ -192,3 +192,84 @@ def test_resnet_walks_follow_weights_never_identity_shortcuts(direction):
         main = {r[0] for r in rows if names[r[1]] == f"{block}.conv2.weight"}
         assert not took & main and len(took | main) == n
         assert stats.binomtest(len(took), n).pvalue > 1e-3
+
+
+# ------------------------------------------------------------------------ phew-res: nested along densities
+CHAIN = (0.02, 0.05, 0.2)  # sparsest first: each density's mask grows from the one before
+
+
+def phew_res_chain(npz, out, seed=0):
+    """The chain through the mask job's entry point, as the workflow runs it: one file per density."""
+    from sparsenets.experiments import make_mask
+
+    files, previous = [], None
+    for d in CHAIN:
+        path = out / f"d{d}.pt"
+        make_mask("mlp", npz, "phew-res", d, seed, path, device="cpu", previous=previous)
+        files.append(path)
+        previous = path
+    return files
+
+
+@pytest.fixture(scope="module")
+def chains(digits_npz, tmp_path_factory):
+    """Seed 0's chain of mask files (and its bytes when built once before at the same paths), seed 1's chain."""
+    out = tmp_path_factory.mktemp("chain")
+    first = [f.read_bytes() for f in phew_res_chain(digits_npz, out, 0)]
+    for f in out.iterdir():
+        f.unlink()
+    return {"a": phew_res_chain(digits_npz, out, 0), "before": first,
+            "other": phew_res_chain(digits_npz, tmp_path_factory.mktemp("other"), 1)}
+
+
+def test_phew_res_masks_are_nested_and_each_reaches_its_density(chains):
+    from sparsenets.masks import Mask
+
+    masks = [Mask.load(f) for f in chains["a"]]
+    for d, mask in zip(CHAIN, masks):
+        budget = keep_count(d, mask.total)
+        assert budget <= mask.kept < budget + len(mask)  # phew's rule: the walk that reaches the budget ends it
+        assert (mask.meta["budget"], mask.meta["kept"], mask.meta["density"]) == (budget, mask.kept, d)
+    for sparse, dense, path in zip(masks, masks[1:], chains["a"]):
+        assert all(bool((dense[k] | ~sparse[k]).all()) for k in sparse)  # every kept weight stays kept
+        assert dense.kept > sparse.kept and dense.meta["previous"] == str(path)
+
+
+def test_phew_res_is_bit_identical_per_seed_and_another_seed_gives_other_masks(chains):
+    from sparsenets.masks import Mask
+
+    for a, before, other in zip(chains["a"], chains["before"], chains["other"]):
+        assert len(before) > 1000 and a.read_bytes() == before
+        ma, mo = Mask.load(a), Mask.load(other)
+        assert any(not torch.equal(ma[k], mo[k]) for k in ma)
+
+
+def test_phew_res_starts_as_phew_and_then_walks_on_with_fresh_draws():
+    """The sparsest density is phew's mask; a denser one is not phew's at that density (the walk count
+    restarts at 0 but the draws go on), so phew-res is a method of its own, as in PHEW's code."""
+    model = build_model("resnet20", 10, SHAPE, seed=0)
+    sparse = phew(model, 0.02, method="phew-res")
+    assert all(torch.equal(sparse[k], phew(model, 0.02)[k]) for k in sparse)
+    inputs = PruneInputs(torch.Generator().manual_seed(0), 10, SHAPE, start=sparse)
+    dense = build_mask("phew-res", model, 0.1, inputs)
+    assert all(bool((dense[k] | ~sparse[k]).all()) for k in sparse)
+    assert 0 <= dense.kept - keep_count(0.1, dense.total) < len(dense)
+    assert any(not torch.equal(dense[k], phew(model, 0.1)[k]) for k in dense)
+    assert get_method("phew-res").nested and not get_method("phew-res").fresh_weights
+
+
+def test_growing_from_a_wrong_mask_is_an_error_naming_the_file(chains, digits_npz, tmp_path):
+    from sparsenets.experiments import make_mask
+
+    sparse, dense = chains["a"][0], chains["a"][2]
+    cases = [("phew-res", 0.5, 1, sparse, "its seed is 0"), ("phew", 0.5, 0, sparse, "its method is 'phew-res'"),
+             ("phew-res", 0.1, 0, dense, "density 0.2, not below 0.1")]
+    for method, density, seed, previous, says in cases:
+        with pytest.raises(ValueError, match=says) as e:
+            make_mask("mlp", digits_npz, method, density, seed, tmp_path / "x.pt", device="cpu", previous=previous)
+        assert str(previous) in str(e.value)
+        assert not (tmp_path / "x.pt").exists()
+    model = build_model("mlp", 10, (1, 8, 8), seed=0)
+    inputs = PruneInputs(torch.Generator().manual_seed(0), 10, (1, 8, 8), start=phew(model, 0.1, shape=(1, 8, 8)))
+    with pytest.raises(ValueError, match="'phew' builds every density on its own"):
+        build_mask("phew", model, 0.2, inputs)

@@ -20,12 +20,16 @@ CONFIG = yaml.safe_load((REPO / "config.yaml").read_text())
 
 # Snakemake's dry-run job counts per rule before the grid moved into the package (`all` left out).
 COUNTS = {
-    "tiny": {"dataset": 1, "mlflow_init": 1, "mask": 21, "train": 30, "train_dense": 1, "imp_mask": 2,
-             "mask_layer_matched": 2, "sensitivity": 5, "table": 7, "train_reinit": 10, "figure": 8, "claims": 1},
+    # tiny: + phew-res (2 masks, 2 runs) and mag (the phew study's dense run and its mask, 2 pruning runs, 2 runs)
+    "tiny": {"dataset": 1, "mlflow_init": 1, "mask": 24, "train": 34, "train_dense": 2, "imp_mask": 2,
+             "mask_layer_matched": 2, "sensitivity": 5, "table": 7, "train_reinit": 10, "figure": 8, "claims": 1,
+             "train_prune": 2},
     "quick": {"dataset": 1, "mlflow_init": 1, "mask": 45, "train": 81, "train_dense": 3, "imp_mask": 12,
               "mask_layer_matched": 6, "sensitivity": 15, "table": 7, "train_reinit": 30, "figure": 8, "claims": 1},
-    "paper": {"dataset": 2, "mlflow_init": 1, "mask": 1746, "train": 1872, "train_dense": 3, "imp_mask": 54,
-              "mask_layer_matched": 15, "sensitivity": 15, "table": 7, "train_reinit": 75, "figure": 8, "claims": 1},
+    # paper: the phew study on vgg19, vgg19-nobn and resnet20 (CIFAR-10/100), and phew-tiny-imagenet on
+    # resnet18-tin and vgg19-nobn-tin: 432 masks and 432 runs per network (9 methods x 16 densities x 3 seeds)
+    "paper": {"dataset": 3, "mlflow_init": 1, "mask": 3474, "train": 3600, "train_dense": 3, "imp_mask": 54,
+              "mask_layer_matched": 15, "sensitivity": 15, "table": 10, "train_reinit": 75, "figure": 12, "claims": 1},
 }
 
 
@@ -42,7 +46,10 @@ def with_study(name: str, spec: dict, preset: str = "tiny") -> dict:
 # ------------------------------------------------------------------------------------------- counts
 @pytest.mark.parametrize("preset", COUNTS)
 def test_job_counts_per_kind_are_snakemakes(preset):
-    assert dict(Counter(j.kind for j in expand(CONFIG, preset))) == COUNTS[preset]
+    # + mlflow_summary: one job per preset puts each study's figures and claims on its MLflow summary run;
+    # + report: one page per preset, results/report.html (sparsenets.report)
+    assert dict(Counter(j.kind for j in expand(CONFIG, preset))) == {**COUNTS[preset], "mlflow_summary": 1,
+                                                                       "report": 1}
 
 
 def test_each_output_has_one_job_and_every_input_is_made_by_a_job_of_the_grid():
@@ -50,7 +57,8 @@ def test_each_output_has_one_job_and_every_input_is_made_by_a_job_of_the_grid():
     outputs = [f for j in jobs for f in j.outputs.values()]
     assert len(outputs) == len(set(outputs))
     assert {f for j in jobs for f in j.files()} <= set(outputs)
-    assert set(targets(jobs)) == {f for j in jobs if j.kind in ("table", "figure", "claims") for f in j.outputs.values()}
+    assert set(targets(jobs)) == {f for j in jobs if j.kind in ("table", "figure", "claims", "mlflow_summary", "report")
+                                  for f in j.outputs.values()}
 
 
 def test_expand_is_fast():
@@ -66,7 +74,7 @@ def test_a_mask_and_its_training_run_are_named_by_what_defines_them():
     jobs = jobs_of()
     mask = jobs["mask phew/digits/mlp/synflow/d0.05/s0"]
     assert mask.outputs == {"mask": "results/phew/masks/digits/mlp/synflow/d0.05/s0.pt"}
-    assert mask.inputs == {"data": "data/digits.npz"}
+    assert mask.inputs == {"data": "data/digits.npz", "previous": ()}
     assert mask.log == "results/logs/phew/masks/digits/mlp/synflow/d0.05/s0.log"
     assert mask.params == {"options": '{"iterations": 20}', "device": "auto"}
     run = jobs["train phew/digits/mlp/synflow/d0.05/s0"]
@@ -109,6 +117,8 @@ def test_method_kinds():
         "frozen-dnw", "random-erk", "dnw", {"freeze_epoch": 3})
     assert study.plan("imp", options) == ("imp", "imp", "static", {})
     assert study.plan("random-like-imp", options) == ("layer-matched", "random-like-imp", "static", {})
+    assert study.plan("mag", options) == ("mag", "mag", "static", {})
+    assert study.plan("phew-res", options) == ("pruning", "phew-res", "static", {})
     assert study.plan("set", options, topologies=("dnw", "rigl", "set")).kind == "topology"
 
 
@@ -141,6 +151,46 @@ def test_a_density_that_is_no_imp_level_is_an_error():
     assert s.level_of("0.25") == 2
     with pytest.raises(ValueError, match="0.3 is not an IMP level of rate 0.5"):
         s.level_of("0.3")
+
+
+# ------------------------------------------------------------------------------------- phew-res and mag
+def test_phew_res_masks_form_a_chain_from_the_sparsest_density_up():
+    spec = {**CONFIG["presets"]["tiny"]["studies"]["phew"], "methods": ["phew", "phew-res"],
+            "densities": [0.2, 0.01, 0.05]}  # listed in any order
+    jobs = jobs_of(config=with_study("x", spec))
+    masks = "results/x/masks/digits/mlp/phew-res"
+    assert jobs["mask x/digits/mlp/phew-res/d0.01/s0"].inputs["previous"] == ()
+    assert jobs["mask x/digits/mlp/phew-res/d0.05/s0"].inputs["previous"] == f"{masks}/d0.01/s0.pt"
+    assert jobs["mask x/digits/mlp/phew-res/d0.2/s0"].inputs["previous"] == f"{masks}/d0.05/s0.pt"
+    assert jobs["mask x/digits/mlp/phew/d0.2/s0"].inputs["previous"] == ()  # phew builds each density alone
+    assert jobs["train x/digits/mlp/phew-res/d0.2/s0"].inputs["mask"] == f"{masks}/d0.2/s0.pt"
+
+
+def test_mag_prunes_the_dense_run_gradually_then_retrains_with_the_full_recipe():
+    jobs = jobs_of()
+    runs = "results/phew/runs/digits/mlp"
+    dense = jobs["train_dense phew/digits/mlp/random/d1/s0"]  # the phew study lists no dense run: mag adds it
+    prune = jobs["train_prune phew/digits/mlp/mag/d0.05/prune/s0"]
+    assert prune.dir == f"{runs}/mag/d0.05/prune/s0" and prune.run.variant == "prune"
+    assert (prune.inputs["mask"], prune.inputs["init"]) == (dense.outputs["mask"], dense.outputs["model"])
+    assert (prune.params["topology"], json.loads(prune.params["options"])) == (study.GRADUAL, {"density": 0.05})
+    tiny = CONFIG["presets"]["tiny"]["studies"]["phew"]["mag"]["prune_epochs"]
+    assert json.loads(prune.params["recipe"]) == {**CONFIG["recipes"]["tiny"], "epochs": tiny, "milestones": []}
+    run = jobs["train phew/digits/mlp/mag/d0.05/s0"]
+    assert (run.inputs["mask"], run.inputs["init"]) == (prune.outputs["mask"], prune.outputs["model"])
+    assert (run.params["topology"], json.loads(run.params["recipe"])) == ("static", CONFIG["recipes"]["tiny"])
+    assert f"{runs}/mag/d0.05/s0/metrics.json" in jobs["table phew/runs"].inputs["files"]
+    assert not any("/prune/" in f for f in jobs["table phew/runs"].inputs["files"])  # a phase, not a result
+
+
+def test_mag_reuses_the_dense_run_a_deconstructing_study_trains_and_prunes_10_epochs_by_default():
+    spec = {**CONFIG["presets"]["tiny"]["studies"]["deconstructing"]}
+    spec["methods"] = [*spec["methods"], "mag"]
+    jobs = expand(with_study("deconstructing", spec), "tiny")
+    dense = [j for j in jobs if j.study == "deconstructing" and j.kind == "train_dense"]
+    prune = [j for j in jobs if j.study == "deconstructing" and j.kind == "train_prune"]
+    assert len(dense) == 1 and {j.inputs["init"] for j in prune} == {dense[0].outputs["model"]}
+    assert {json.loads(j.params["recipe"])["epochs"] for j in prune} == {10}
 
 
 # ------------------------------------------------------------------------- layer-matched and frozen DNW
@@ -179,9 +229,9 @@ def test_tables_figures_and_claims_come_from_the_protocol():
     indegree = jobs["figure deconstructing/indegree"]
     assert indegree.inputs["tables"] == ("results/deconstructing/tables/indegree.csv",
                                          "results/deconstructing/tables/overlap.csv")
-    assert json.loads(indegree.params["options"]) == {"density": 0.25}
-    assert json.loads(jobs["figure phew/layer_widths"].params["options"]) == {"density": 0.05}
-    assert jobs["figure phew/accuracy_vs_density"].params["options"] == "{}"
+    assert json.loads(indegree.params["options"]) == {"density": 0.25, "preset": "tiny"}  # named in its caption
+    assert json.loads(jobs["figure phew/layer_widths"].params["options"]) == {"density": 0.05, "preset": "tiny"}
+    assert json.loads(jobs["figure phew/accuracy_vs_density"].params["options"]) == {"preset": "tiny"}
     overlap = jobs["table deconstructing/overlap"].inputs["files"]
     assert {f.split("/")[5] for f in overlap} == {"dnw", "rigl"} and all(f.endswith("structure.json") for f in overlap)
     runs = jobs["table deconstructing/runs"].inputs["files"]
@@ -194,7 +244,13 @@ def test_tables_figures_and_claims_come_from_the_protocol():
         "--study phew phew runs=results/phew/tables/runs.csv layers=results/phew/tables/layers.csv "
         "--study deconstructing deconstructing runs=results/deconstructing/tables/runs.csv "
         "sensitivity=results/deconstructing/tables/sensitivity.csv overlap=results/deconstructing/tables/overlap.csv")
-    assert jobs["mlflow_init"].params == {"experiments": "phew deconstructing"}
+    init = jobs["mlflow_init"].params  # the experiments, and one parent run per study, dataset, model and method
+    assert init["experiments"] == "phew deconstructing"
+    assert init["parents"].split() == list(dict.fromkeys(
+        f"{j.study}/{j.run.dataset}/{j.run.model}/{j.run.method}" for j in jobs.values() if j.kind in TRAINING))
+    summary = jobs["mlflow_summary"]
+    assert summary.inputs["claims"] == "results/claims.md" and set(summary.inputs["figures"]) == {
+        f for j in jobs.values() if j.kind == "figure" for f in j.outputs.values()}
 
 
 def test_protocol_registry():
@@ -221,7 +277,15 @@ def test_topologies_match_the_registry():
     from sparsenets import topology
 
     topology.load_all()
-    assert sorted(study.TOPOLOGIES) == sorted(t for t in topology.TOPOLOGIES if t != "static")
+    assert sorted(study.TOPOLOGIES) == topology.methods()
+    assert study.GRADUAL in topology.TOPOLOGIES and study.GRADUAL not in topology.methods()  # mag's phase only
+
+
+def test_nested_methods_match_the_registry():
+    from sparsenets import pruning
+
+    pruning.load_all()
+    assert sorted(study.NESTED) == sorted(m.name for m in pruning.METHODS.values() if m.nested)
 
 
 @pytest.mark.parametrize("protocol, base", [("phew", "phew"), ("deconstructing", "deconstructing")])
@@ -237,8 +301,11 @@ def test_a_second_study_of_a_protocol_yields_exactly_its_own_jobs(protocol, base
     assert {f for j in own for f in j.files()} <= {f for j in after for f in j.outputs.values()}
     figures = {j.key for j in own if j.kind == "figure"}
     assert figures == {f"{name}/{f}" for f in PROTOCOLS[protocol].figures}
-    untouched = {j.name: j for j in before if j.kind not in ("mlflow_init", "claims")}
-    assert untouched == {j.name: j for j in after if j.study != name and j.kind not in ("mlflow_init", "claims")}
+    shared = ("mlflow_init", "claims", "mlflow_summary", "report")
+    untouched = {j.name: j for j in before if j.kind not in shared}
+    assert untouched == {j.name: j for j in after if j.study != name and j.kind not in shared}
+    page = json.loads({j.kind: j for j in after}["report"].params["context"])
+    assert {f"{name}/{f}" for f in PROTOCOLS[protocol].figures} <= {f"{f['study']}/{f['fig']}" for f in page["figures"]}
     claims = {j.kind: j for j in after}["claims"]
     assert f"--study {name} {protocol} runs=results/{name}/tables/runs.csv" in claims.params["studies"]
     assert name in json.loads(claims.params["options"])
@@ -274,7 +341,8 @@ def test_bad_protocol_preset_or_recipe_fails_naming_the_key():
 
 def test_unknown_names_fail_naming_the_key():
     known = {"models": ["mlp", "convnet"], "methods": ["random", "random-erk", "magnitude", "snip", "grasp", "synflow",
-             "synflow-l2", "phew", "phew-reinit", "random-like"], "datasets": ["digits"], "topologies": ["dnw", "rigl"]}
+             "synflow-l2", "phew", "phew-reinit", "phew-res", "random-like"], "datasets": ["digits"],
+             "topologies": ["dnw", "rigl"]}
     study.check_names(CONFIG, known, "tiny")
     bad = with_study("x", {**CONFIG["presets"]["tiny"]["studies"]["phew"], "models": ["mlp", "resnet21"]})
     with pytest.raises(ValueError, match=r"'presets\.tiny\.studies\.x\.models': unknown model 'resnet21'"):

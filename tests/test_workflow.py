@@ -51,7 +51,8 @@ def test_every_declared_output_exists(tiny_run, study):
 @pytest.mark.e2e
 def test_tables_hold_one_row_per_run(tiny_run):
     runs = pd.read_csv(tiny_run / "results/phew/tables/runs.csv")
-    assert len(runs) == len(run_names("phew"))
+    # every method at every density: mag's dense and pruning runs are phases of it, in MLflow but not in the table
+    assert len(runs) == sum(j.kind == "train" and j.study == "phew" for j in JOBS) < len(run_names("phew"))
     dec = pd.read_csv(tiny_run / "results/deconstructing/tables/runs.csv")
     assert set(dec["variant"]) == {"original", "reinit"}
     assert sorted(dec["freeze_epoch"].dropna().astype(int)) == sorted(TINY["deconstructing"]["freeze_epochs"])
@@ -100,20 +101,43 @@ def test_claims_table_judges_every_claim(tiny_run):
 @pytest.mark.parametrize("study", ["phew", "deconstructing"])
 def test_every_training_job_has_exactly_one_finished_mlflow_run(tiny_run, study):
     con = sqlite3.connect(tiny_run / "results" / "mlflow.db")
-    rows = con.execute(
-        "select r.run_uuid, r.name, r.status from runs r join experiments e on r.experiment_id = e.experiment_id "
-        "where e.name = ? and r.lifecycle_stage = 'active'", (study,)).fetchall()
+    rows = con.execute(  # by the job's path (its `job` tag): run names are short, parents and summaries have none
+        "select r.run_uuid, t.value, r.status from runs r join experiments e on r.experiment_id = e.experiment_id "
+        "join tags t on t.run_uuid = r.run_uuid and t.key = 'job' where e.name = ? and r.lifecycle_stage = 'active'",
+        (study,)).fetchall()
     assert sorted(r[1] for r in rows) == sorted(run_names(study))
     assert {r[2] for r in rows} == {"FINISHED"}
-    n_epochs = CONFIG["recipes"][TINY[study]["recipe"]]["epochs"]
+    epochs = {j.run.name: json.loads(j.params["recipe"])["epochs"] for j in JOBS if j.kind in TRAINING}
     for run_id, name, _ in rows:
+        n_epochs = epochs[name]  # the recipe's, or mag's pruning phase's (mag.prune_epochs)
         tags = dict(con.execute("select key, value from tags where run_uuid = ?", (run_id,)).fetchall())
-        assert {"study", "model", "dataset", "method", "density", "seed", "variant", "git_commit"} <= set(tags), name
+        assert {"study", "model", "dataset", "method", "seed", "variant", "git_commit"} <= set(tags), name
         steps = [s for (s,) in con.execute(
             "select step from metrics where run_uuid = ? and key = 'test_acc' order by step", (run_id,))]
         assert steps == list(range(1, n_epochs + 1)), name
         params = dict(con.execute("select key, value from params where run_uuid = ?", (run_id,)).fetchall())
-        assert {"lr", "epochs", "weight_seed", "mask_seed", "data_seed"} <= set(params)
+        assert {"lr", "epochs", "weight_seed", "mask_seed", "data_seed", "density"} <= set(params)
+
+
+@pytest.mark.e2e
+def test_phew_res_masks_nest_and_mag_chains_dense_pruning_and_retraining_runs(tiny_run):
+    res = tiny_run / "results/phew"
+    runs = pd.read_csv(res / "tables/runs.csv")
+    densities = sorted(TINY["phew"]["densities"])
+    for method in ("phew-res", "mag"):
+        assert sorted(runs.loc[runs["method"] == method, "density"]) == pytest.approx(densities), method
+    masks = [Mask.load(res / f"masks/digits/mlp/phew-res/d{d:.4g}/s0.pt") for d in densities]
+    assert all(bool((dense[k] | ~sparse[k]).all()) for sparse, dense in zip(masks, masks[1:]) for k in sparse)
+    assert masks[1].meta["previous"].endswith(f"phew-res/d{densities[0]:.4g}/s0.pt")
+    mag = res / f"runs/digits/mlp/mag/d{densities[0]:.4g}"
+    prune = json.loads((mag / "prune/s0/metrics.json").read_text())
+    assert [r["density"] for r in prune["history"]][-1] == pytest.approx(densities[0], abs=1e-4)
+    assert prune["init_weights"].endswith("random/d1/s0/model.pt") and prune["topology"] == "gradual-magnitude"
+    assert json.loads((mag / "s0/metrics.json").read_text())["init_weights"].endswith("prune/s0/model.pt")
+    layers = pd.read_csv(res / "tables/layers.csv")
+    assert {"phew-res", "mag"} <= set(layers["method"])
+    claims = pd.read_csv(tiny_run / "results/claims.csv")
+    assert not claims["method"].fillna("").str.contains("mag").any()  # a reference: no claim compares it
 
 
 @pytest.mark.e2e

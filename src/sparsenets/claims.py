@@ -1,7 +1,9 @@
-"""The claims a run is judged by (C1–C7 and C5b of the two papers; README, "Claims and verdicts"), each tested on the tidy tables of one network.
+"""The claims a run is judged by (C1–C7 and C5b of the two papers; docs/METHODS.md, "Claim tests"), each tested on the tidy tables of one network.
 
 Each study is judged on its own tables by its protocol's claims (sparsenets.study.PROTOCOLS: C1–C3 on a phew
 study, C4–C7 and C5b on a deconstructing one), at its own options.
+C1–C3 compare named methods at initialisation (phew against synflow, synflow-l2, random); a phew study's
+reference `mag` (pruned after training) is in its tables but enters no claim (tests/test_mag.py).
 
 Each test's docstring is its exact definition; `write` prints them under the verdicts. The statistics are
 in `stats`: per-seed measurements, 95 % t-intervals, paired (or Welch) differences. A difference inside
@@ -30,6 +32,7 @@ _FROM_PARTS = {stats.HOLDS: REPRODUCED, stats.CONTRADICTED: NOT_REPRODUCED, stat
 MOSTLY = 0.5  # the share of epoch 1's structure that must survive to the end for "mostly fixed"
 MIN_SPAN = 0.02  # acc(0) − chance below this: a sensitivity curve cannot be normalised
 FOCUS_TOLERANCE = 1e-3  # relative: the table's density taken for the focus density
+METHODS_DOC = "docs/METHODS.md"  # every method, experiment, choice and claim test, described once
 NUMBER_COLUMNS = ["study", "id", "network", "verdict", "quantity", "method", "density", "detail", "mean", "ci_low",
                   "ci_high", "n_seeds", "seeds"]
 
@@ -649,7 +652,8 @@ def write(claims: list[dict], md_path: str | os.PathLike, csv_path: str | os.Pat
             lines += [f"| {_cell(n['quantity'])} | {_cell(n['method'])} | {_fmt(n['density'])} | {_cell(n['detail'])} "
                       f"| {_ci_cell(n)} | {n['seeds'] or '–'} |" for n in c["numbers"]]
             lines.append("")
-    lines += ["## How each claim is tested", "", RULES, ""]
+    lines += ["## How each claim is tested", "", RULES, "", f"The methods, experiments and choices behind these tests: "
+              f"`{METHODS_DOC}` in the sparsenets repository.", ""]
     lines += [f"- **{cid}** {CLAIMS[cid]} *Test:* " + " ".join(inspect.cleandoc(test.__doc__).split())
               for cid, test in TESTS.items()]
     write_text(md_path, "\n".join(lines) + "\n")

@@ -1,6 +1,8 @@
 """`python -m sparsenets CMD`: one sub-command per Snakemake rule.
 
 Imports are lazy, so a job pays only for what it uses (no mlflow or seaborn in a mask job).
+A mistake the package detects (a bad key, value or file) prints one `error:` line naming it and the fix,
+and exits 1; its traceback shows only with --debug or SPARSENETS_DEBUG=1 (see `expected`).
 """
 from __future__ import annotations
 
@@ -47,13 +49,25 @@ def cmd_data(a: argparse.Namespace) -> None:
 def cmd_mlflow_init(a: argparse.Namespace) -> None:
     from .tracking import init_store, redact
 
-    init_store(a.uri, a.experiments)
+    init_store(a.uri, a.experiments, a.parents)
     uri = redact(a.uri, a.uri)
-    _log(f"tracking store ready at {uri} with experiments {', '.join(a.experiments)}")
+    _log(f"tracking store ready at {uri} with experiments {', '.join(a.experiments)} and {len(a.parents)} "
+         "parent runs")
     if a.out:
         from .io import write_json
 
-        write_json(a.out, {"uri": uri, "experiments": a.experiments})
+        write_json(a.out, {"uri": uri, "experiments": a.experiments, "parents": a.parents})
+
+
+def cmd_mlflow_summary(a: argparse.Namespace) -> None:
+    from .io import write_json
+    from .tracking import redact, summary_run
+
+    runs = {}
+    for name, *figures in a.study or []:
+        runs[name] = summary_run(a.uri, name, figures, a.claims)
+        _log(f"summary run {runs[name]} of study {name}: {len(figures)} figure files and {a.claims}")
+    write_json(a.out, {"uri": redact(a.uri, a.uri), "runs": runs})
 
 
 def cmd_mask(a: argparse.Namespace) -> None:
@@ -63,7 +77,8 @@ def cmd_mask(a: argparse.Namespace) -> None:
 
     torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
-    mask = make_mask(a.model, a.data, a.method, a.density, a.seed, a.out, options=a.options, device=a.device)
+    mask = make_mask(a.model, a.data, a.method, a.density, a.seed, a.out, options=a.options, device=a.device,
+                     previous=a.previous or None)
     _log(f"{a.method} mask for {a.model} at density {a.density}: kept {mask.kept} of {mask.total} "
          f"(density {mask.density:.6f}) in {time.perf_counter() - t0:.2f}s -> {a.out}")
 
@@ -85,6 +100,31 @@ def cmd_sensitivity(a: argparse.Namespace) -> None:
     curve = run_curve(a.run_dir, a.data, a.fractions, a.seed, a.device, a.precision, a.recal_images)
     write_json(a.out, curve)
     _log(f"{len(curve['rows'])} points of further pruning for {a.run_dir} -> {a.out}")
+    if os.environ.get("SPARSENETS_TRACKING_URI"):
+        _log_sensitivity_areas(a.out, os.environ["SPARSENETS_TRACKING_URI"])
+
+
+def _log_sensitivity_areas(curve_file: str, uri: str) -> None:
+    """C5's and C5b's numbers, the areas under the run's normalised curves (stale BN), onto its MLflow run."""
+    from .claims import Missing, _areas
+    from .study import Run
+    from .tables import sensitivity_table
+    from .tracking import log_to_job_run
+
+    curves = sensitivity_table([curve_file])
+    values = {}
+    for mode in ("magnitude", "random"):
+        try:
+            areas, _, _ = _areas(curves[(curves["mode"] == mode) & ~curves["bn_recalibrated"]])
+        except Missing:
+            continue
+        values.update({f"sensitivity_area_{mode}": v for by_seed in areas.values() for v in by_seed.values()})
+    with open(curve_file) as f:
+        spec = json.load(f)["spec"]
+    variant = "" if spec.get("variant", "original") == "original" else spec["variant"]
+    job = Run(spec["dataset"], spec["model"], spec["method"], spec["density"], spec["seed"], variant).name
+    if values and log_to_job_run(uri, spec["study"], job, values):
+        _log(f"sensitivity areas {values} -> the MLflow run of {job}")
 
 
 def cmd_claims(a: argparse.Namespace) -> None:
@@ -137,7 +177,10 @@ def cmd_train(a: argparse.Namespace) -> None:
                           topology=a.topology, topology_options=a.topology_options,
                           init_weights=a.init_weights or None, rewind_step=a.rewind_step,
                           tracking_uri=a.tracking_uri, device=a.device, log=_log)
-    _log(f"done: final test accuracy {result.final['test_acc']:.4f}, best {result.best_test_acc:.4f}")
+    if result.diverged:  # a recorded result, not a failed job: metrics.json says diverged, MLflow FAILED
+        _log(f"done: the run diverged ({result.diverged})")
+    else:
+        _log(f"done: final test accuracy {result.final['test_acc']:.4f}, best {result.best_test_acc:.4f}")
 
 
 def cmd_structure(a: argparse.Namespace) -> None:
@@ -176,6 +219,13 @@ def cmd_figure(a: argparse.Namespace) -> None:
     _log(f"figure {a.name} -> {', '.join(a.out)}")
 
 
+def cmd_report(a: argparse.Namespace) -> None:
+    from . import report
+
+    report.write(report.context_json(a.context), a.out, a.caption_template)
+    _log(f"report -> {a.out}")
+
+
 def _write_csv(df: Any, path: str) -> None:
     from .io import write_text
 
@@ -187,8 +237,11 @@ def cmd_plan(a: argparse.Namespace) -> None:
 
     from .plan import format_plan, plan
 
+    if not os.path.isfile(a.configfile):
+        raise FileNotFoundError(f"config file {a.configfile} not found in {os.getcwd()}: run plan in the repository "
+                                "root (where config.yaml is), or give --configfile PATH")
     torch.set_num_threads(a.threads)
-    print(format_plan(*plan(a.preset, a.configfile)))
+    print(format_plan(*plan(a.preset, a.configfile, a.calibrate)))
 
 
 def cmd_names(a: argparse.Namespace) -> None:
@@ -199,63 +252,81 @@ def cmd_names(a: argparse.Namespace) -> None:
     pruning.load_all()
     topology.load_all()
     print(json.dumps({"models": sorted(MODELS), "methods": sorted(pruning.METHODS), "datasets": sorted(DATASETS),
-                      "topologies": sorted(t for t in topology.TOPOLOGIES if t != "static")}))
+                      "topologies": topology.methods()}))
+
+
+DEBUG_HELP = "show the traceback of an expected error too (also: SPARSENETS_DEBUG=1)"
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sparsenets", description=__doc__.splitlines()[0])
+    p.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = p.add_subparsers(dest="cmd", required=True, metavar="CMD")
 
     def add(name: str, fn: Callable[[argparse.Namespace], None], help: str) -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=help, description=help)
         s.set_defaults(fn=fn)
+        s.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
         return s
 
     s = add("data", cmd_data, "download (or generate) a dataset into data/{dataset}.npz")
-    s.add_argument("--dataset", required=True)
-    s.add_argument("--out", required=True)
+    s.add_argument("--dataset", required=True, help="a dataset name (python -m sparsenets names)")
+    s.add_argument("--out", required=True, help="the npz file to write; archives already in its folder are used, not downloaded")
 
     s = add("mlflow-init", cmd_mlflow_init, "create the MLflow store and one experiment per study")
     s.add_argument("--uri", help="default: $SPARSENETS_TRACKING_URI")
-    s.add_argument("--experiments", nargs="+", required=True)
+    s.add_argument("--experiments", nargs="+", required=True, help="one experiment per study")
+    s.add_argument("--parents", nargs="*", default=[], metavar="STUDY/DATASET/MODEL/METHOD",
+                   help="parent runs to create (one per method), each training run is nested under its method's")
     s.add_argument("--out", help="a marker file to write once the store is ready")
+
+    s = add("mlflow-summary", cmd_mlflow_summary, "log each study's figures and claims.md on its MLflow summary run")
+    s.add_argument("--uri", help="default: $SPARSENETS_TRACKING_URI")
+    s.add_argument("--study", nargs="+", action="append", metavar=("NAME", "FIGURE"),
+                   help="a study and its figure files; once per study")
+    s.add_argument("--claims", required=True, help="claims.md")
+    s.add_argument("--out", required=True, help="a marker file naming the runs")
 
     s = add("mask", cmd_mask, "build a mask at initialisation and save it")
     _run_args(s, study=False)
     s.add_argument("--options", type=_json_arg, default={}, help="method options as JSON")
-    s.add_argument("--threads", type=int, default=1)
-    s.add_argument("--out", required=True)
+    s.add_argument("--previous", default="", help="a nested method's (phew-res) mask at the next sparser density")
+    s.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
+    s.add_argument("--out", required=True, help="the mask file to write (.pt)")
 
     s = add("train", cmd_train, "train one run under a mask; writes metrics.json, model.pt, mask.pt, structure.json")
     _run_args(s, study=True)
-    s.add_argument("--mask", required=True)
-    s.add_argument("--out-dir", required=True)
+    s.add_argument("--mask", required=True, help="the mask file the run starts from")
+    s.add_argument("--out-dir", required=True, help="the run's folder: metrics.json, model.pt, mask.pt, structure.json")
     s.add_argument("--recipe", type=_json_arg, default={}, help="recipe as JSON")
-    s.add_argument("--variant", default="")
-    s.add_argument("--topology", default="static")
-    s.add_argument("--topology-options", type=_json_arg, default={})
+    s.add_argument("--variant", default="",
+                   help="\"\" for a method's run; reinit: fresh weights on the mask; prune: mag's pruning phase")
+    s.add_argument("--topology", default="static", help="how the structure moves: static, dnw, rigl, gradual-magnitude")
+    s.add_argument("--topology-options", type=_json_arg, default={},
+                   help="the topology's options as JSON, e.g. {\"delta_t\": 100}")
     s.add_argument("--init-weights", default="", help="start from these weights (IMP: the dense run's rewind.pt)")
     s.add_argument("--rewind-step", type=int, default=None,
                    help="also write rewind.pt, the weights after this many optimizer steps (0: at init)")
     s.add_argument("--tracking-uri", default=None, help="MLflow URI (default: $SPARSENETS_TRACKING_URI; none: no tracking)")
-    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
 
     s = add("imp-mask", cmd_imp_mask, "the next IMP level: prune a fraction of a trained run's remaining weights")
-    s.add_argument("--run-dir", required=True)
-    s.add_argument("--rate", type=float, default=0.2)
-    s.add_argument("--out", required=True)
+    s.add_argument("--run-dir", required=True, help="the trained run of the previous level (model.pt, mask.pt)")
+    s.add_argument("--rate", type=float, default=0.2, help="the fraction of its remaining weights to prune")
+    s.add_argument("--out", required=True, help="the mask file to write (.pt)")
 
     s = add("sensitivity", cmd_sensitivity, "prune a trained run further (by magnitude, at random) and evaluate")
-    s.add_argument("--run-dir", required=True)
-    s.add_argument("--data", required=True)
-    s.add_argument("--fractions", type=float, nargs="+", required=True)
+    s.add_argument("--run-dir", required=True, help="a finished run's folder (model.pt, mask.pt, metrics.json)")
+    s.add_argument("--data", required=True, help="the dataset's npz file")
+    s.add_argument("--fractions", type=float, nargs="+", required=True,
+                   help="further fractions of the kept weights to remove, in [0, 1)")
     s.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                    help="as the run's recipe: bf16 autocast for bf16 (and auto on CUDA)")
     s.add_argument("--recal-images", type=int, default=2048, help="training images BN statistics are re-estimated on")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--device", default="auto")
-    s.add_argument("--threads", type=int, default=1)
-    s.add_argument("--out", required=True)
+    s.add_argument("--seed", type=int, default=0, help="seed of the random removal")
+    s.add_argument("--device", default="auto", help="auto (a free GPU, else the CPU), cpu, cuda, cuda:N")
+    s.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
+    s.add_argument("--out", required=True, help="the curve file to write (.json)")
 
     s = add("claims", cmd_claims, "judge each study's claims (its protocol's) on its tidy tables")
     s.add_argument("--study", nargs="+", action="append", metavar=("NAME", "PROTOCOL TABLE=PATH"),
@@ -265,43 +336,53 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--options", type=_json_arg, default={},
                    help="claim options per study as JSON, e.g. {\"phew\": {\"claim_density_max\": 0.11}}: "
                         "claim_density_max, focus_density, freeze_claim_epoch, equivalence_margin")
-    s.add_argument("--md", required=True)
-    s.add_argument("--csv", required=True)
+    s.add_argument("--md", required=True, help="the verdicts with their numbers and test definitions (claims.md)")
+    s.add_argument("--csv", required=True, help="the tidy numbers behind every verdict (claims.csv)")
 
     s = add("structure", cmd_structure, "print a mask's per-layer structure and totals")
-    s.add_argument("mask")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("mask", help="a mask file (.pt)")
+    s.add_argument("--json", action="store_true", help="print JSON (meta, summary, layers) instead of a table")
 
     s = add("table", cmd_table, "collect run files into a tidy CSV (one row per run, run and epoch, or run and layer)")
     s.add_argument("--kind", choices=["runs", "epochs", "layers", "sensitivity", "indegree", "overlap"],
-                   default="runs")
-    s.add_argument("--out", required=True)
+                   default="runs", help="the table: one row per run, run and epoch, run and layer, ...")
+    s.add_argument("--out", required=True, help="the CSV file to write")
     s.add_argument("files", nargs="+", help="metrics.json (runs, epochs) or structure.json (layers) files")
 
     s = add("figure", cmd_figure, "draw one paper figure from tidy tables")
-    s.add_argument("name")
-    s.add_argument("--tables", nargs="+", required=True)
+    s.add_argument("name", help="the figure: accuracy_vs_density, layer_widths, path_kernel, train_loss, reinit, "
+                                "sensitivity, indegree, freezing")
+    s.add_argument("--tables", nargs="+", required=True, help="the tidy tables (CSV) it reads")
     s.add_argument("--out", nargs="+", required=True, help="output files (.png, .pdf)")
-    s.add_argument("--options", type=_json_arg, default={})
+    s.add_argument("--options", type=_json_arg, default={},
+                   help="the figure's options as JSON, e.g. {\"density\": 0.018}")
+
+    s = add("report", cmd_report, "write the one-page HTML report: the grid, the claims, every figure with its caption")
+    s.add_argument("--context", required=True, help="JSON: the report job's context (sparsenets.study.Grid.report)")
+    s.add_argument("--caption-template", help="the figures' caption text (workflow/report/figure.rst)")
+    s.add_argument("--out", required=True, help="the HTML file to write")
     add("names", cmd_names, "print the known models, methods and datasets as JSON")
 
     s = add("plan", cmd_plan, "count a preset's jobs per study and estimate its GPU- and CPU-hours")
     s.add_argument("--preset", help="default: the config's own")
-    s.add_argument("--configfile", default="config.yaml")
+    s.add_argument("--configfile", default="config.yaml", help="the config file (default: config.yaml)")
     s.add_argument("--threads", type=int, default=1, help="CPU threads per job, for the CPU-hours")
+    s.add_argument("--calibrate", metavar="RESULTS", help="a results folder: price epochs as its finished runs "
+                   "measured them, and count the jobs left to run")
     return p
 
 
 def _run_args(s: argparse.ArgumentParser, study: bool) -> None:
     if study:
-        s.add_argument("--study", required=True)
-    s.add_argument("--dataset", required=True)
+        s.add_argument("--study", required=True, help="the study (its results folder and MLflow experiment)")
+    s.add_argument("--dataset", required=True, help="a dataset name (python -m sparsenets names)")
     s.add_argument("--data", required=True, help="the dataset's npz file")
-    s.add_argument("--model", required=True)
-    s.add_argument("--method", required=True)
-    s.add_argument("--density", type=float, required=True)
-    s.add_argument("--seed", type=int, required=True)
-    s.add_argument("--device", default="auto")
+    s.add_argument("--model", required=True, help="a model name (python -m sparsenets names)")
+    s.add_argument("--method", required=True, help="a method name (python -m sparsenets names)")
+    s.add_argument("--density", type=float, required=True, help="the kept fraction of the prunable weights, in (0, 1]")
+    s.add_argument("--seed", type=int, required=True,
+                   help="the run's seed (weights, mask and data order derive from it)")
+    s.add_argument("--device", default="auto", help="auto (a free GPU, else the CPU), cpu, cuda, cuda:N")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -314,9 +395,26 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().error("no tracking URI: give --uri or set SPARSENETS_TRACKING_URI")
     try:
         args.fn(args)
-    except (ValueError, FileNotFoundError, RuntimeError, ArithmeticError) as e:
-        if not type(e).__module__.startswith("sparsenets"):  # maybe deep inside torch: keep the trace
+    except EXPECTED as e:
+        debug = getattr(args, "debug", False) or os.environ.get("SPARSENETS_DEBUG", "") not in ("", "0")
+        if debug or not expected(e):  # a bug, or a failure deep inside a library: the trace is the clue
             traceback.print_exc()
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+EXPECTED = (ValueError, OSError, RuntimeError, ArithmeticError)
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+
+
+def expected(e: BaseException) -> bool:
+    """Whether `e` is a mistake the package detected on purpose: raised by a `raise` statement of its own
+    code, whose message names the key, file or value and the fix. Such an error prints that message only
+    (its trace with --debug or SPARSENETS_DEBUG=1); anything else, a bug or an error inside a library,
+    keeps its trace."""
+    frames = traceback.extract_tb(e.__traceback__)
+    if not isinstance(e, EXPECTED) or not frames:
+        return False
+    last = frames[-1]
+    return os.path.abspath(last.filename).startswith(_PACKAGE + os.sep) and (last.line or "").startswith("raise")

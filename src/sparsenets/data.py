@@ -11,12 +11,14 @@ import functools
 import gzip
 import hashlib
 import http.client
+import io
 import math
 import os
 import pickle
 import tarfile
 import urllib.error
 import urllib.request
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from ssl import create_default_context
@@ -53,10 +55,16 @@ class Archive:
 
 @dataclass(frozen=True)
 class Source:
-    """How a dataset is made: `convert` turns the local copies of `archives` (none if offline) into arrays."""
+    """How a dataset is made: `convert` turns the local copies of `archives` (none if offline) into arrays.
+
+    `shape` (H, W, C) and `num_classes`, where fixed, are what a file of this dataset must hold: a file
+    that was put in place by hand is checked against them on load.
+    """
 
     convert: Callable[..., Arrays]
     archives: tuple[Archive, ...] = ()
+    shape: tuple[int, int, int] | None = None
+    num_classes: int | None = None
 
 
 def _cifar(
@@ -135,6 +143,61 @@ def _synthetic(seed: int = 0, classes: int = 10, size: int = 16, n_train: int = 
     return dict(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test, classes=names)
 
 
+def _tiny_imagenet(archive: Path, root: str = "tiny-imagenet-200") -> Arrays:
+    """Tiny-ImageNet's zip: 64x64 JPEGs, train/<wnid>/images/*.JPEG and val/images/*.JPEG labelled by
+    val/val_annotations.txt; classes in wnids.txt order. Its unlabelled test split is left out."""
+    with zipfile.ZipFile(archive) as zf:
+        names = set(zf.namelist())
+
+        def text(member: str) -> list[str]:
+            if f"{root}/{member}" not in names:
+                raise DataError(f"{archive} lacks {root}/{member}: not the Tiny-ImageNet archive, or a damaged one")
+            return zf.read(f"{root}/{member}").decode().split("\n")
+
+        wnids = [w.strip() for w in text("wnids.txt") if w.strip()]
+        index = {w: i for i, w in enumerate(wnids)}
+        train = [(f, i) for w, i in index.items() for f in _numbered(names, f"{root}/train/{w}/images/")]
+        if not train or {i for _, i in train} != set(index.values()):
+            raise DataError(f"{archive}: some classes of wnids.txt have no images under {root}/train/")
+        val = []
+        for line in filter(str.strip, text("val/val_annotations.txt")):
+            fields = line.split("\t")
+            if len(fields) < 2 or fields[1] not in index:
+                raise DataError(f"{archive}: {root}/val/val_annotations.txt has a line {line!r} "
+                                "whose second field is not a class of wnids.txt")
+            val.append((f"{root}/val/images/{fields[0]}", index[fields[1]]))
+        val.sort(key=lambda item: _number(item[0]))
+        x_train, y_train = _decode(zf, archive, train)
+        x_test, y_test = _decode(zf, archive, val)
+    return dict(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test, classes=np.array(wnids))
+
+
+def _number(member: str) -> int:
+    """The k of `..._<k>.JPEG`, so that images keep the archive's numbering (10 after 9, not after 1)."""
+    return int(member.rsplit("_", 1)[-1].split(".")[0])
+
+
+def _numbered(names: set[str], folder: str) -> list[str]:
+    return sorted((n for n in names if n.startswith(folder) and n.endswith(".JPEG")), key=_number)
+
+
+def _decode(zf: zipfile.ZipFile, archive: Path, items: list[tuple[str, int]], size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Decode JPEG members into one preallocated uint8 NHWC array (greyscale ones as RGB)."""
+    from PIL import Image
+
+    x = np.empty((len(items), size, size, 3), np.uint8)
+    for k, (member, _) in enumerate(items):
+        try:
+            with Image.open(io.BytesIO(zf.read(member))) as img:
+                pixels = np.asarray(img.convert("RGB"))
+        except KeyError:
+            raise DataError(f"{archive} lacks {member}, which val_annotations.txt lists") from None
+        if pixels.shape != x.shape[1:]:
+            raise DataError(f"{archive}: {member} is {pixels.shape[1]}x{pixels.shape[0]}, not {size}x{size}")
+        x[k] = pixels
+    return x, np.array([label for _, label in items], np.int64)
+
+
 _KRIZ = "https://www.cs.toronto.edu/~kriz"
 _MNIST = "https://ossci-datasets.s3.amazonaws.com/mnist"
 
@@ -145,6 +208,7 @@ DATASETS: dict[str, Source] = {
             test="test_batch", meta="batches.meta", labels="labels", names="label_names",
         ),
         (Archive(f"{_KRIZ}/cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a"),),
+        shape=(32, 32, 3), num_classes=10,
     ),
     "cifar100": Source(
         functools.partial(
@@ -152,6 +216,7 @@ DATASETS: dict[str, Source] = {
             labels="fine_labels", names="fine_label_names",
         ),
         (Archive(f"{_KRIZ}/cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85"),),
+        shape=(32, 32, 3), num_classes=100,
     ),
     "mnist": Source(
         _mnist,
@@ -161,8 +226,15 @@ DATASETS: dict[str, Source] = {
             Archive(f"{_MNIST}/t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
             Archive(f"{_MNIST}/t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c"),
         ),
+        shape=(28, 28, 1), num_classes=10,
     ),
-    "digits": Source(_digits),
+    # the canonical URL is plain http (refused here): the same host over https, or the zip placed in data/
+    "tiny-imagenet": Source(
+        _tiny_imagenet,
+        (Archive("https://cs231n.stanford.edu/tiny-imagenet-200.zip", "90528d7ca1a48142e341f4ef8d21d0de"),),
+        shape=(64, 64, 3), num_classes=200,
+    ),
+    "digits": Source(_digits, shape=(8, 8, 1), num_classes=10),
     "synthetic": Source(_synthetic),
 }
 
@@ -195,7 +267,7 @@ def prepare(
     except Exception as e:  # noqa: BLE001 - any unreadable archive gets one clear message
         files = ", ".join(str(p) for p in paths)
         raise DataError(f"could not convert {files} to the {name} dataset ({type(e).__name__}: {e})") from e
-    _check(arrays, f"converted {name} data")
+    _check(arrays, f"converted {name} data", name)
     save_npz(out, arrays)
     return out
 
@@ -299,11 +371,17 @@ class Dataset:
         return self._moments[1]
 
 
-def load(path: str | os.PathLike) -> Dataset:
-    """Read and validate a dataset npz; any problem is a DataError naming the file."""
-    path = Path(path)
+def load(path: str | os.PathLike, name: str | None = None) -> Dataset:
+    """Read and validate a dataset npz; any problem is a DataError naming the file.
+
+    `name` (default: the file's stem, as in data/{dataset}.npz) picks the registry entry whose image
+    shape and number of classes the file must match, where the entry fixes them.
+    """
+    path, name = Path(path), name or Path(path).stem
     if not path.exists():
-        raise DataError(f"dataset file {path} does not exist: run `prepare` or put the npz there")
+        make = (f"run `python -m sparsenets data --dataset {name} --out {path}` (snakemake runs it for you) or "
+                if name in DATASETS else f"`python -m sparsenets data` makes {', '.join(sorted(DATASETS))}; ")
+        raise DataError(f"dataset file {path} does not exist: {make}put the npz there")
     try:
         with np.load(path, allow_pickle=False) as npz:
             missing = [k for k in KEYS if k not in npz.files]
@@ -313,27 +391,85 @@ def load(path: str | os.PathLike) -> Dataset:
     except DataError:
         raise
     except Exception as e:  # noqa: BLE001 - truncated or foreign files get one clear message
-        raise DataError(f"dataset file {path} is not a readable npz ({type(e).__name__}: {e})") from e
-    _check(arrays, f"dataset file {path}")
+        raise DataError(f"dataset file {path} is not a readable npz ({type(e).__name__}: {e}); delete it "
+                        "and it is made again (downloaded or converted), or put a good copy there") from e
+    _check(arrays, f"dataset file {path}", name)
     return Dataset(**{k: arrays[k] for k in KEYS[:4]}, classes=[str(c) for c in arrays["classes"]])
 
 
-def _check(a: Arrays, source: str) -> None:
+def _check(a: Arrays, source: str, name: str | None = None) -> None:
     """Enforce the npz contract, so a bad file fails here and not deep inside training."""
     classes = a["classes"]
     if classes.ndim != 1 or classes.dtype.kind not in "US" or len(classes) == 0:
         raise DataError(f"{source}: classes must be a non-empty 1-D array of str, not {classes.dtype} {classes.shape}")
     for split in ("train", "test"):
-        x, y = a[f"x_{split}"], a[f"y_{split}"]
-        if x.dtype != np.uint8 or x.ndim != 4:
-            raise DataError(f"{source}: x_{split} must be uint8 N×H×W×C, got {x.dtype} {x.shape}")
-        if y.dtype != np.int64 or y.shape != x.shape[:1]:
-            raise DataError(f"{source}: y_{split} must be int64 of shape {x.shape[:1]}, got {y.dtype} {y.shape}")
-        if len(y) and (y.min() < 0 or y.max() >= len(classes)):
-            bounds = f"[{y.min()}, {y.max()}], outside [0, {len(classes) - 1}]"
-            raise DataError(f"{source}: y_{split} has labels in {bounds}")
+        _check_images(a[f"x_{split}"], f"{source}: x_{split}")
+        _check_labels(a[f"y_{split}"], a[f"x_{split}"], classes, f"{source}: y_{split}")
     if a["x_train"].shape[1:] != a["x_test"].shape[1:]:
         raise DataError(f"{source}: train images are {a['x_train'].shape[1:]}, test images {a['x_test'].shape[1:]}")
+    _check_classes(a, source)
+    _check_registry(a, source, name)
+
+
+def _check_images(x: np.ndarray, what: str) -> None:
+    """uint8 N×H×W×C with C in {1, 3} and N > 0; a channel-first array gets the transpose that fixes it."""
+    if x.dtype != np.uint8 or x.ndim != 4:
+        raise DataError(f"{what} must be uint8 N×H×W×C, got {x.dtype} {x.shape}")
+    if len(x) == 0:
+        raise DataError(f"{what} is empty (shape {x.shape}): the split needs at least one image")
+    if x.shape[3] not in (1, 3):
+        if x.shape[1] in (1, 3):
+            raise DataError(f"{what} has shape {x.shape}: channel-first (N×C×H×W), but images must be "
+                            f"N×H×W×C; convert with np.transpose(x, (0, 2, 3, 1)) and save the npz again")
+        raise DataError(f"{what} has shape {x.shape}: its last axis ({x.shape[3]}) must be the 1 or 3 "
+                        "colour channels (N×H×W×C)")
+
+
+def _check_labels(y: np.ndarray, x: np.ndarray, classes: np.ndarray, what: str) -> None:
+    """int64, one label per image, each an index into `classes`."""
+    if y.dtype != np.int64 or y.shape != x.shape[:1]:
+        raise DataError(f"{what} must be int64 of shape {x.shape[:1]}, got {y.dtype} {y.shape}")
+    if y.min() < 0 or y.max() >= len(classes):
+        raise DataError(f"{what} has labels in [{y.min()}, {y.max()}], outside [0, {len(classes) - 1}] "
+                        f"(classes has {len(classes)} names)")
+
+
+def _check_classes(a: Arrays, source: str) -> None:
+    """`classes` names each label once, and no more names than the labels reach: a stale or foreign list
+    (which would give the model output units no image ever asks for) is an error. A small sample may miss
+    some classes, so only the highest label is required to be the last name."""
+    classes = a["classes"]
+    names, counts = np.unique(classes, return_counts=True)
+    if (counts > 1).any():
+        raise DataError(f"{source}: classes names {names[counts > 1].tolist()} more than once")
+    top = int(max(a["y_train"].max(), a["y_test"].max()))
+    if top + 1 < len(classes):
+        raise DataError(f"{source}: classes has {len(classes)} names but the labels stop at {top} "
+                        f"({classes[top]}): classes does not match the labels; fix the classes array "
+                        "or the labels")
+
+
+def _check_registry(a: Arrays, source: str, name: str | None) -> None:
+    """A registered dataset's file must hold its known image shape and number of classes."""
+    entry = DATASETS.get(name or "")
+    if entry is None:
+        return
+    shape = a["x_train"].shape[1:]
+    if entry.shape is not None and tuple(shape) != tuple(entry.shape):
+        h, w, c = entry.shape
+        raise DataError(f"{source}: {name} images must be {h}×{w}×{c} (H×W×C), got {shape[0]}×{shape[1]}×{shape[2]}")
+    if entry.num_classes is not None and len(a["classes"]) != entry.num_classes:
+        raise DataError(f"{source}: {name} has {entry.num_classes} classes, the file's classes array "
+                        f"{len(a['classes'])}")
+
+
+def check_subsets(ds: Dataset, train_subset: int | None, eval_subset: int | None, source: str) -> None:
+    """A recipe's subsets must fit the file: asking for more images than there are is a mistake, not a no-op."""
+    for key, n, split in (("train_subset", train_subset, ds.y_train), ("eval_subset", eval_subset, ds.y_test)):
+        if n and n > len(split):
+            kind = "training" if key == "train_subset" else "test"
+            raise DataError(f"recipe key {key} is {n}, but {source} has only {len(split)} {kind} images: "
+                            f"lower {key} or use a larger file")
 
 
 # ---------------------------------------------------------------------------------------- serving

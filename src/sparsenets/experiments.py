@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -16,15 +17,16 @@ import numpy as np
 import torch
 
 from . import data
-from .devices import claim_device
+from .devices import claim_device, device_kind
 from .io import write_json
 from .masks import Mask, atomic_save
 from .models import build_model
 from .pruning import PruneInputs, build_mask, get_method
+from .readers import load_torch
 from .structure import StructureRecorder, layer_table, summary
 from .study import format_density
-from .tracking import Tracking
-from .train import Recipe, Result, seeded_generator, train
+from .tracking import Tracking, run_name
+from .train import NumericalError, Recipe, Result, read_checkpoint, remove_checkpoints, seeded_generator, train
 
 Log = Callable[[str], None]
 
@@ -59,8 +61,10 @@ def derive_seeds(seed: int) -> dict[str, int]:
 
 
 def make_mask(model_name: str, dataset_file: str | os.PathLike, method: str, density: float, seed: int,
-              out: str | os.PathLike, *, options: dict[str, Any] | None = None, device: str = "auto") -> Mask:
-    """Build a method's mask on the model's initial weights for `seed` and save it to `out`."""
+              out: str | os.PathLike, *, options: dict[str, Any] | None = None, device: str = "auto",
+              previous: str | os.PathLike | None = None) -> Mask:
+    """Build a method's mask on the model's initial weights for `seed` and save it to `out`; a nested method
+    (phew-res) grows it from `previous`, its mask at the next sparser density."""
     dev = claim_device(device)  # "auto"/"cuda": a GPU no other job holds; "cuda:1" is taken as is
     ds = data.load(dataset_file)
     seeds = derive_seeds(seed)
@@ -70,12 +74,28 @@ def make_mask(model_name: str, dataset_file: str | os.PathLike, method: str, den
     if get_method(method).needs_data:
         def batches(n: int) -> tuple[torch.Tensor, torch.Tensor]:
             return data.sample_batch(ds, n, gen, dev)
+    start = _previous_mask(previous, model_name, method, seed, density) if previous else None
     inputs = PruneInputs(generator=gen, num_classes=ds.num_classes, input_shape=ds.input_shape,
-                         batches=batches, options=dict(options or {}))
+                         batches=batches, options=dict(options or {}), start=start)
     mask = build_mask(method, model, density, inputs)
     mask.meta.update(model=model_name, dataset=Path(dataset_file).stem, seed=int(seed), num_classes=ds.num_classes,
-                     input_shape=tuple(ds.input_shape), **seeds)
+                     input_shape=tuple(ds.input_shape), **seeds, **({"previous": str(previous)} if previous else {}))
     mask.save(out)
+    return mask
+
+
+def _previous_mask(path: str | os.PathLike, model: str, method: str, seed: int, density: float) -> Mask:
+    """The sparser mask a nested method grows from: the same model, method and seed at a lower density."""
+    mask = Mask.load(path)
+    meta = mask.meta
+    want = {"model": model, "method": method, "seed": int(seed)}
+    wrong = {k: meta.get(k) for k, v in want.items() if meta.get(k) != v}
+    if wrong:
+        raise ValueError(f"mask file {path} cannot be grown into {method} on {model} for seed {seed}: its "
+                         f"{', '.join(f'{k} is {v!r}' for k, v in wrong.items())}")
+    if not float(meta.get("density", 1.0)) < float(density):
+        raise ValueError(f"mask file {path} has density {meta.get('density')}, not below {density}: "
+                         f"{method} grows from a sparser mask")
     return mask
 
 
@@ -83,7 +103,7 @@ def imp_mask(run_dir: str | os.PathLike, rate: float, out: str | os.PathLike) ->
     """The next IMP level: prune `rate` of the remaining weights of a trained run, globally by |w|."""
     run = Path(run_dir)
     mask = Mask.load(run / "mask.pt")
-    state = torch.load(run / "model.pt", map_location="cpu", weights_only=True)
+    state = load_torch(run / "model.pt", "trained weights")
     missing = [k for k in mask if k not in state]
     if missing:
         raise ValueError(f"{run / 'model.pt'} does not fit {run / 'mask.pt'}: no weights for {missing[:3]}")
@@ -110,6 +130,7 @@ def run_training(spec: RunSpec, recipe: Recipe, *, data_file: str | os.PathLike,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ds = data.load(data_file)
+    data.check_subsets(ds, recipe.train_subset, recipe.eval_subset, f"dataset file {data_file}")
     seeds = derive_seeds(spec.seed)
     mask = Mask.load(mask_file)
     model, fresh = _initial_model(spec, ds, mask, seeds, mask_file, init_weights)
@@ -122,7 +143,7 @@ def run_training(spec: RunSpec, recipe: Recipe, *, data_file: str | os.PathLike,
 
     params = {**recipe.to_dict(), **seeds, "seed": spec.seed, "topology": topology,
               **{f"topology.{k}": v for k, v in (topology_options or {}).items()},
-              "mask_file": str(mask_file), "mask_density": mask.density, "fresh_weights": fresh,
+              "density": format_density(spec.density), "mask_file": str(mask_file), "fresh_weights": fresh,
               "init_weights": str(init_weights or ""), "rewind_step": "" if rewind_step is None else rewind_step,
               "device": dev.type, "torch": torch.__version__}
     key = json.dumps({"spec": spec.name, "params": {k: str(v) for k, v in params.items() if k != "device"}},
@@ -132,7 +153,12 @@ def run_training(spec: RunSpec, recipe: Recipe, *, data_file: str | os.PathLike,
     checkpoint = out / "checkpoint.pt"
     track = Tracking(tracking_uri, spec.study, spec.name)
     # a resumed job continues its own MLflow run: the checkpoint knows its id
-    started = track("start", spec.tags(), params, resume_run_id=_checkpoint_run_id(checkpoint, key))
+    resume_id, damaged = _checkpoint_run_id(checkpoint, key, log)
+    started = track("start", {k: v for k, v in spec.tags().items() if k != "density"}, params,
+                    resume_run_id=resume_id, **_run_page(spec, recipe, topology, dev))
+    if damaged:  # set aside by read_checkpoint; the run goes on from the previous checkpoint or from scratch
+        track("set_tags", {"damaged_checkpoint": ", ".join(str(f) for f in damaged)})
+    track("log_dataset", data_file, Path(data_file).stem, _split_sizes(ds))
     recorder = StructureRecorder(out / "epoch_masks", extra) if topology != "static" else None
 
     def on_epoch(row: dict[str, Any], topo: Any) -> None:
@@ -140,7 +166,7 @@ def run_training(spec: RunSpec, recipe: Recipe, *, data_file: str | os.PathLike,
             row["overlap_prev"] = recorder.record(row["epoch"], topo.mask)
         if started is not None:
             extra["run_id"] = started.result()
-        track("log_epoch", dict(row), step=row["epoch"])
+        track("log_epoch", dict(row), step=row["epoch"], timestamp_ms=int(time.time() * 1000))
 
     def on_start(topo: Any) -> None:
         if recorder is not None:  # epoch 0: the structure in force before the first step (DNW: top-k of the init)
@@ -156,6 +182,16 @@ def run_training(spec: RunSpec, recipe: Recipe, *, data_file: str | os.PathLike,
                        checkpoint_key=key, extra_state=extra, on_epoch=on_epoch, on_start=on_start,
                        on_step=on_step if rewind_step is not None else None, epoch_test_loader=epoch_test_loader,
                        log=log)
+    except NumericalError as e:
+        if rewind_step is not None and "rewind" not in extra:  # IMP's levels would have nothing to restart from
+            with contextlib.suppress(Exception):
+                track.close("FAILED")
+            raise
+        # an unnormalised net may diverge at the recipe's lr: a recorded result (diverged, MLflow FAILED),
+        # so that the study's other runs, tables and figures go on without it
+        log(f"diverged: {e}; the run is recorded as diverged and its MLflow run marked FAILED")
+        model, _ = _initial_model(spec, ds, mask, seeds, mask_file, init_weights)
+        result = Result(history=_last_good(checkpoint, key, model), mask=mask, diverged=str(e))
     except BaseException:
         with contextlib.suppress(Exception):  # the training error is the one to report
             track.close("FAILED")
@@ -169,13 +205,55 @@ def run_training(spec: RunSpec, recipe: Recipe, *, data_file: str | os.PathLike,
                              ds.input_shape)
     metrics.update(spec=spec.tags(), epochs=recipe.epochs, seeds=seeds, topology=topology,
                    topology_options=topology_options or {}, init_weights=str(init_weights or ""),
-                   rewind_step=rewind_step)
+                   rewind_step=rewind_step, diverged=bool(result.diverged),
+                   device=device_kind(dev))  # what its seconds were measured on (plan --calibrate)
+    if result.diverged:  # no accuracy to report: tables and claims count it as not measured
+        metrics.update(final_test_acc=None, best_test_acc=None, final_train_loss=None, final_test_loss=None,
+                       error=result.diverged)
     write_json(out / "metrics.json", metrics)
-    track("log_summary", {"final_test_acc": metrics["final_test_acc"], "best_test_acc": metrics["best_test_acc"]})
-    track("log_artifacts", [out / "metrics.json", out / "structure.json"])
-    track.close("FINISHED")
-    checkpoint.unlink(missing_ok=True)
+    # a diverged run has no accuracy (None: left out), but its structure and density
+    track("log_summary", _final_metrics(metrics, init_structure, _read_structure(out)))
+    track("log_artifacts", [out / "metrics.json", out / "structure.json", out / "mask.pt"])
+    track.close("FAILED" if result.diverged else "FINISHED")
+    remove_checkpoints(checkpoint)
+    if recorder is not None:
+        recorder.discard()  # only now: until the checkpoint is gone, a resumed job reads every epoch's mask
     return result
+
+
+def _run_page(spec: RunSpec, recipe: Recipe, topology: str, dev: torch.device) -> dict[str, Any]:
+    """How the run shows in MLflow: its short name, its parent (the method on this dataset and model), a
+    description, its start (now: MLflow's worker may get there after the first epochs) and its device."""
+    what = f"`{spec.method}`" + (f" ({topology} topology)" if topology != "static" else "")
+    if spec.variant == "reinit":
+        what = f"the final structure of `{spec.method}` retrained from fresh weights (reinit)"
+    note = (f"{what} at density {format_density(spec.density)}, seed {spec.seed}: {spec.model} on {spec.dataset}, "
+            f"{recipe.epochs} epochs (study {spec.study}). Files: results/{spec.study}/runs/{spec.name}/ "
+            "(mask.pt, structure.json and metrics.json are also this run's artifacts).")
+    return {"name": run_name(spec.method, format_density(spec.density), spec.seed, spec.variant), "note": note,
+            "parent": f"{spec.study}/{spec.dataset}/{spec.model}/{spec.method}",
+            "start_ms": int(time.time() * 1000), "device": str(dev)}
+
+
+def _split_sizes(ds: data.Dataset) -> dict[str, int]:
+    """The file's split sizes: MLflow keeps one dataset per experiment, name and digest, so they describe the
+    file; how much of each split a run uses is its recipe's train_subset and eval_subset (params)."""
+    return {"train": len(ds.y_train), "test": len(ds.y_test)}
+
+
+def _read_structure(out: Path) -> dict[str, Any]:
+    return json.loads((out / "structure.json").read_text())["summary"]
+
+
+def _final_metrics(metrics: dict[str, Any], init: dict[str, Any], final: dict[str, Any]) -> dict[str, float]:
+    """The numbers the claims rest on, one value per run: accuracy, the actual density, and the structure
+    (path-kernel trace, narrowest width ratio, dead units) as training started (init_*) and at the end."""
+    out = {k: metrics[k] for k in ("final_test_acc", "best_test_acc", "final_train_loss", "final_test_loss")}
+    out["actual_density"] = metrics["density"]
+    for prefix, s in (("init_", init), ("", final)):
+        out.update({f"{prefix}path_kernel_trace": s["path_kernel_trace"],
+                    f"{prefix}min_width_ratio": s["min_width_ratio"], f"{prefix}dead_units": s["dead"]})
+    return out
 
 
 def _initial_model(spec: RunSpec, ds: data.Dataset, mask: Mask, seeds: dict[str, int], mask_file: Any,
@@ -188,7 +266,7 @@ def _initial_model(spec: RunSpec, ds: data.Dataset, mask: Mask, seeds: dict[str,
     if init_weights:
         if fresh:
             raise ValueError(f"run {spec.name} starts from fresh weights; it cannot also load {init_weights}")
-        state = torch.load(init_weights, map_location="cpu", weights_only=True)
+        state = load_torch(init_weights, "initial weights")
         try:
             model.load_state_dict(state)
         except RuntimeError as e:
@@ -230,14 +308,24 @@ def _write_outputs(out: Path, model: torch.nn.Module, result: Result, meta: dict
     if recorder is not None:
         structure["history"] = recorder.finish(final_mask)
     write_json(out / "structure.json", structure)
-    return {"final_test_acc": result.final["test_acc"], "best_test_acc": result.best_test_acc,
-            "final_train_loss": result.final["train_loss"], "final_test_loss": result.final["test_loss"],
+    return {"final_test_acc": result.final.get("test_acc"), "best_test_acc": result.best_test_acc,
+            "final_train_loss": result.final.get("train_loss"), "final_test_loss": result.final.get("test_loss"),
             "density": final_mask.density, "history": result.history}
 
 
-def _checkpoint_run_id(path: Path, key: str) -> str | None:
-    """The MLflow run of a killed job whose checkpoint is this run's (`key`): its resumption continues it."""
-    if not path.exists():
-        return None
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    return state.get("extra", {}).get("run_id") if state.get("key") == key else None
+def _last_good(path: Path, key: str, model: torch.nn.Module) -> list[dict[str, Any]]:
+    """Load a diverged run's last good (finite) weights into `model`, its initial ones if it diverged in
+    epoch 1, and return the history of those good epochs."""
+    found = read_checkpoint(path, key, lambda _: None)
+    if found is None:
+        return []
+    model.load_state_dict(found[1]["model"])
+    return found[1]["history"]
+
+
+def _checkpoint_run_id(path: Path, key: str, log: Log) -> tuple[str | None, list[Path]]:
+    """The MLflow run of a killed job whose checkpoint is this run's (`key`): its resumption continues it.
+    Also the damaged checkpoints this set aside (named in the log; the run is tagged with them)."""
+    damaged: list[Path] = []
+    found = read_checkpoint(path, key, log, damaged=damaged)
+    return (found[1].get("extra", {}).get("run_id") if found else None), damaged

@@ -1,23 +1,100 @@
-"""The papers' figures: tidy tables in, one seaborn figure out (PNG and PDF), one function each."""
+"""The papers' figures: tidy tables in, one figure out (PNG and PDF), one function each.
+
+Paper-ready and alike across studies. Each method has one colour, marker and line style in every figure
+(`STYLES`, keyed by registry name; a method added to a registry needs one entry there, and until it has
+one it gets a spare style chosen from its name, the same in every figure). Every line is the mean over
+seeds; a band of ± 1 std is drawn wherever a point has more than one seed, and nowhere else. A series
+identical to one drawn before it (random-like-dnw on random, phew-reinit on phew at tiny scale) is drawn
+hollow and dashed so both stay visible, and the figure's caption line says so. The caption line, under the
+panels, names the preset, the seeds and what the bands are; it is also the PNG's Description and the PDF's
+Subject. Density axes are alike in both studies: log scale, sparsest on the right, ticked at the densities
+run. PDFs embed TrueType fonts (no Type 3), as publishers ask.
+"""
 from __future__ import annotations
 
 import os
+import re
+import textwrap
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Mapping
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import MaxNLocator, NullFormatter  # noqa: E402
 
 from .io import atomic_path  # noqa: E402
 from .labels import label  # noqa: E402
 
 FigureFn = Callable[..., plt.Figure]
 FIGURES: dict[str, FigureFn] = {}
+PAPER_RC = {"pdf.fonttype": 42, "ps.fonttype": 42, "svg.fonttype": "none"}  # TrueType, never Type 3
+
+
+@dataclass(frozen=True)
+class Style:
+    """How one method is drawn in every figure."""
+
+    color: str
+    marker: str
+    dashes: tuple[float, ...] = ()  # () solid; a reference (mag) is dashed
+
+
+STYLES: dict[str, Style] = {  # the order is the legend's and the drawing order
+    "random": Style("#4d4d4d", "o"),
+    "random-erk": Style("#a3a3a3", "v"),
+    "magnitude": Style("#8c564b", "s"),
+    "mag": Style("#000000", "x", (5, 2)),  # magnitude pruning after training: the upper reference, dashed
+    "snip": Style("#17becf", "D"),
+    "grasp": Style("#bcbd22", "P"),
+    "synflow": Style("#1f77b4", "^"),
+    "synflow-l2": Style("#9467bd", ">"),
+    "phew": Style("#d62728", "*"),
+    "phew-reinit": Style("#ff9896", "X"),
+    "phew-res": Style("#e377c2", "h"),
+    "imp": Style("#ff7f0e", "p"),
+    "dnw": Style("#2ca02c", "d"),
+    "rigl": Style("#e7ba52", "H"),
+    "random-like-imp": Style("#ffbb78", "8"),
+    "random-like-dnw": Style("#98df8a", "<"),
+    "random-like-rigl": Style("#8c6d31", "1"),
+    "dnw-freeze": Style("#00441b", "o"),  # DNW with its structure frozen after k epochs (any k)
+}
+FAMILIES = {re.compile(r"dnw-freeze\d+"): "dnw-freeze"}  # method names that share one entry
+SPARE_COLORS = ("#393b79", "#637939", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1")
+SPARE_MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*")
+BAND_ALPHA = 0.18
+MAX_DENSITY_LABELS = 6  # more densities than this: every one ticked, some labelled
+
+
+def style(method: str) -> Style:
+    """The method's style, the same in every figure: its entry, its family's, or a spare one picked by a
+    stable hash of its name (so an unlisted method still looks the same everywhere)."""
+    if method in STYLES:
+        return STYLES[method]
+    for pattern, family in FAMILIES.items():
+        if pattern.fullmatch(method):
+            return STYLES[family]
+    h = zlib.crc32(method.encode())
+    return Style(SPARE_COLORS[h % len(SPARE_COLORS)], SPARE_MARKERS[(h // len(SPARE_COLORS)) % len(SPARE_MARKERS)])
+
+
+def ordered(methods: Iterable[str]) -> list[str]:
+    """Methods in STYLES' order (families at their entry), unlisted ones after, by name."""
+    rank = {m: i for i, m in enumerate(STYLES)}
+
+    def key(m: str) -> tuple[int, str]:
+        family = next((f for p, f in FAMILIES.items() if p.fullmatch(m)), m)
+        return rank.get(family, len(rank)), m
+
+    return sorted(set(methods), key=key)
 
 
 def figure(name: str) -> Callable[[FigureFn], FigureFn]:
@@ -28,24 +105,141 @@ def figure(name: str) -> Callable[[FigureFn], FigureFn]:
     return deco
 
 
-def draw(name: str, tables: list[str], outs: list[str], **options: Any) -> None:
-    """Read the tidy tables, draw figure `name`, save it to every path in `outs` atomically."""
+# --------------------------------------------------------------------------------------------- drawing
+def draw(name: str, tables: list[str], outs: list[str], preset: str | None = None, **options: Any) -> None:
+    """Read the tidy tables, draw figure `name` with its caption line (`preset` is named in it), save it to
+    every path in `outs` atomically."""
     if name not in FIGURES:
         raise ValueError(f"unknown figure {name!r}; known: {', '.join(sorted(FIGURES))}")
     frames = [pd.read_csv(t) for t in tables]
     sns.set_theme(context="paper", style="whitegrid", font_scale=1.1)
-    fig = FIGURES[name](*frames, **options)
-    for out in outs:
-        save(fig, out)
+    with plt.rc_context(PAPER_RC):
+        fig = FIGURES[name](*frames, **options)
+        text = caption(fig, frames, preset)
+        _caption_line(fig, text)
+        for out in outs:
+            save(fig, out, text)
     plt.close(fig)
 
 
-def save(fig: plt.Figure, out: str | os.PathLike) -> None:
-    """Whole or not at all (io.atomic_path); the format comes from `out`'s suffix, not the temporary name's."""
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=150, bbox_inches="tight", format=Path(out).suffix.lstrip("."))
+def save(fig: plt.Figure, out: str | os.PathLike, description: str = "") -> None:
+    """Whole or not at all (io.atomic_path); the format comes from `out`'s suffix, not the temporary name's.
+    The caption goes into the file's metadata; the PDF carries no creation date, so a redraw is identical."""
+    fmt = Path(out).suffix.lstrip(".").lower()
+    metadata = {"png": {"Description": description}, "pdf": {"Subject": description, "CreationDate": None},
+                "svg": {"Description": description, "Date": None}}.get(fmt)
+    with plt.rc_context(PAPER_RC), atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=150, bbox_inches="tight", format=fmt, metadata=metadata)
 
 
+def caption(fig: plt.Figure, frames: list[pd.DataFrame], preset: str | None) -> str:
+    """The line under the panels: preset, seeds, what the lines and bands are, and which series coincide."""
+    seeds = sorted({int(s) for f in frames if "seed" in f for s in f["seed"].dropna().unique()})
+    parts = [f"Preset {preset}" if preset else "",
+             f"{len(seeds)} seed{'s' * (len(seeds) != 1)} ({', '.join(map(str, seeds))})" if seeds else ""]
+    parts.append("lines: mean over seeds; bands: ± 1 std over seeds" if getattr(fig, "sparsenets_band", False)
+                 else "lines: one seed per point, so no band")
+    parts += getattr(fig, "sparsenets_notes", [])
+    return ". ".join(p for p in parts if p) + "."
+
+
+def _caption_line(fig: plt.Figure, text: str) -> None:
+    width = int(fig.get_figwidth() * 14)  # characters per inch at 8 pt
+    fig.text(0.01, 0.0, textwrap.fill(text, width), ha="left", va="top", fontsize=8, color="0.25",
+             gid="caption")
+
+
+def _note(fig: plt.Figure, text: str) -> None:
+    notes = fig.__dict__.setdefault("sparsenets_notes", [])
+    if text not in notes:
+        notes.append(text)
+
+
+def _line(ax: plt.Axes, df: pd.DataFrame, x: str, y: str, *, color: Any, marker: str, dashes: tuple = (),
+          hollow: bool = False, gid: str = "", label_: str = "") -> pd.Series:
+    """One series: its mean over seeds at each x, a ± 1 std band where a point has several seeds (error
+    bars for a one-point series). Returns the means (to find identical series)."""
+    g = df.groupby(x)[y].agg(["mean", "std", "count"]).sort_index()
+    markevery = max(1, len(g) // 12)
+    size = 6.5 if hollow else 4.5
+    line, = ax.plot(g.index, g["mean"], color=color, marker=marker, markevery=markevery, markersize=size,
+                    markerfacecolor="none" if hollow else color, markeredgewidth=1.3 if hollow else 0.8,
+                    linewidth=1.4, label=label_, gid=gid)
+    if dashes:
+        line.set_dashes(dashes)
+    several = g["count"] > 1
+    if several.any():
+        lo, hi = g["mean"] - g["std"].fillna(0), g["mean"] + g["std"].fillna(0)
+        if len(g) == 1:
+            ax.errorbar(g.index, g["mean"], yerr=g["std"], color=color, capsize=3, linewidth=1, fmt="none")
+        else:
+            ax.fill_between(g.index, lo, hi, where=several.to_numpy(), color=color, alpha=BAND_ALPHA,
+                            linewidth=0, interpolate=True)
+        ax.figure.sparsenets_band = True
+    return g["mean"]
+
+
+def _same(a: pd.Series, b: pd.Series) -> bool:
+    return a.index.equals(b.index) and np.allclose(a.to_numpy(), b.to_numpy(), rtol=1e-9, atol=1e-12)
+
+
+def _methods(ax: plt.Axes, df: pd.DataFrame, x: str, y: str, *, by: str | None = None,
+             dashes: Mapping[Any, tuple] | None = None) -> list[str]:
+    """One line per method (and per value of `by`, told apart by `dashes`) in its fixed style. A series
+    identical to one drawn before it is drawn hollow (and dashed, if its style is solid) and noted once in
+    the caption. Returns the methods drawn, in order."""
+    methods = ordered(df["method"].unique())
+    groups = [None] if by is None else list(dashes or sorted(df[by].unique()))
+    for value in groups:
+        part = df if by is None else df[df[by] == value]
+        drawn: dict[str, pd.Series] = {}
+        for method in methods:
+            rows = part[part["method"] == method]
+            if rows.empty:
+                continue
+            s = style(method)
+            twin = next((m for m, means in drawn.items() if _same(means, rows.groupby(x)[y].mean().sort_index())),
+                        None)
+            base = (dashes or {}).get(value, ()) or s.dashes
+            drawn[method] = _line(ax, rows, x, y, color=s.color, marker=s.marker, hollow=twin is not None,
+                                  dashes=base or ((3, 2) if twin else ()), gid=method, label_=label(method))
+            if twin:
+                _note(ax.figure, f"{label(method)} coincides with {label(twin)} where drawn hollow")
+    return methods
+
+
+def _method_handles(methods: Iterable[str]) -> list[tuple[str, Line2D]]:
+    """Legend entries in each method's own style, whatever panel it was drawn in."""
+    out = []
+    for m in ordered(methods):
+        s = style(m)
+        h = Line2D([], [], color=s.color, marker=s.marker, markersize=5, linewidth=1.4)
+        if s.dashes:
+            h.set_dashes(s.dashes)
+        out.append((label(m), h))
+    return out
+
+
+def _dash_handles(title: str, dashes: Mapping[str, tuple]) -> list[tuple[str, Line2D]]:
+    entries = [(title, Line2D([], [], linestyle="none"))]
+    for name, d in dashes.items():
+        h = Line2D([], [], color="0.3", linewidth=1.4)
+        if d:
+            h.set_dashes(d)
+        entries.append((name, h))
+    return entries
+
+
+def _legend(fig: plt.Figure, entries: list[tuple[str, Any]]) -> None:
+    for ax in fig.axes:
+        if ax.get_legend():
+            ax.get_legend().remove()
+    fig.tight_layout()
+    fig.legend([h for _, h in entries], [t for t, _ in entries], loc="center left", bbox_to_anchor=(1.0, 0.5),
+               frameon=False)
+
+
+# ------------------------------------------------------------------------------------------------ axes
 def _facets(df: pd.DataFrame) -> tuple[pd.Series, list[str]]:
     """One panel per (dataset, model): the papers compare methods within a network."""
     key = df["model"] + " / " + df["dataset"]
@@ -57,39 +251,29 @@ def _panel_grid(n: int, width: float = 4.5, height: float = 3.4) -> tuple[plt.Fi
     return fig, list(axes[0])
 
 
-def _method_palette(methods: list[str]) -> dict[str, Any]:
-    return dict(zip(sorted(methods), sns.color_palette("tab10", len(methods))))
+def _density_axis(ax: plt.Axes, densities: Iterable[float]) -> None:
+    """Log density, sparsest on the right as the papers read it, ticked at the densities run; one label text
+    in every figure. With many densities every one is ticked and about MAX_DENSITY_LABELS are labelled."""
+    ds = sorted({float(d) for d in densities}, reverse=True)
+    step = max(1, -(-len(ds) // MAX_DENSITY_LABELS))
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xticks(ds, [f"{100 * d:.3g}%" if i % step == 0 else "" for i, d in enumerate(ds)])
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.set_xlabel("density (weights kept, log scale)")
+    if not ax.xaxis_inverted():
+        ax.invert_xaxis()
 
 
-def _labelled(df: pd.DataFrame) -> pd.DataFrame:
-    """Methods under their display names (sparsenets.labels), so every legend reads e.g. "magnitude at init"."""
-    return df.assign(method=df["method"].map(label))
-
-
-def _by_method(df: pd.DataFrame, x: str, y: str, width: float = 4.5, **axes_set: Any) -> plt.Figure:
-    """One panel per network, one line per method (mean ± std over seeds); `axes_set` styles each panel,
-    its title may use {panel}."""
-    df = _labelled(df)
-    key, panels = _facets(df)
-    fig, axes = _panel_grid(len(panels), width=width)
-    palette = _method_palette(list(df["method"].unique()))
-    title = axes_set.pop("title", "{panel}")
-    for ax, panel in zip(axes, panels):
-        sns.lineplot(data=df[key == panel], x=x, y=y, hue="method", palette=palette, errorbar="sd", marker="o", ax=ax)
-        ax.set(title=title.format(panel=panel), **axes_set)
-        if axes_set.get("xscale") == "log":
-            ax.invert_xaxis()  # sparsest on the right, as the papers read it
-    _one_legend(fig, axes)
-    return fig
-
-
-def _one_legend(fig: plt.Figure, axes: list[plt.Axes]) -> None:
-    handles, labels = axes[0].get_legend_handles_labels()
-    for ax in axes:
-        if ax.get_legend():
-            ax.get_legend().remove()
-    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
-    fig.tight_layout()
+def _epoch_axis(ax: plt.Axes, last: int, label_: str = "epoch") -> None:
+    """Integer epochs; on a log axis when training is long, so the first epochs, where structure moves,
+    stay visible (symlog: linear up to epoch 1, so epoch 0, the structure at init, stays on the axis)."""
+    if last > 20:
+        ax.set_xscale("symlog", linthresh=1)
+        ax.xaxis.set_major_formatter(plt.FormatStrFormatter("%g"))
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel(label_ + (", log scale" if last > 20 else ""))
 
 
 def _nearest(df: pd.DataFrame, density: float | None) -> tuple[pd.DataFrame, float]:
@@ -99,11 +283,35 @@ def _nearest(df: pd.DataFrame, density: float | None) -> tuple[pd.DataFrame, flo
     return df[df["density"] == target], target
 
 
+def _by_method(df: pd.DataFrame, x: str, y: str, width: float = 4.5, density_axis: bool = False,
+               **axes_set: Any) -> plt.Figure:
+    """One panel per network, one line per method; `axes_set` styles each panel, its title may use {panel}."""
+    key, panels = _facets(df)
+    fig, axes = _panel_grid(len(panels), width=width)
+    title = axes_set.pop("title", "{panel}")
+    for ax, panel in zip(axes, panels):
+        rows = df[key == panel]
+        _methods(ax, rows, x, y)
+        ax.set(title=title.format(panel=panel), **axes_set)
+        if density_axis:
+            _density_axis(ax, rows[x].unique())
+    _legend(fig, _method_handles(df["method"].unique()))
+    return fig
+
+
+# ------------------------------------------------------------------------------------------------- PHEW
 @figure("accuracy_vs_density")
 def accuracy_vs_density(runs: pd.DataFrame) -> plt.Figure:
-    """Final test accuracy against density per method, mean ± std over seeds, log-x (PHEW Fig. 2)."""
-    return _by_method(runs, "density", "final_test_acc", xscale="log", xlabel="density (kept fraction of weights)",
-                      ylabel="test accuracy")
+    """Final test accuracy against density per method, mean ± std over seeds, log-x (PHEW Fig. 2).
+    Diverged runs (no accuracy) are left out, and counted under the figure."""
+    diverged = runs["diverged"].astype(bool) if "diverged" in runs else pd.Series(False, index=runs.index)
+    shown = runs[~diverged] if not diverged.all() else runs  # all diverged: empty panels, still one per network
+    fig = _by_method(shown, "density", "final_test_acc", density_axis=True, ylabel="test accuracy")
+    if diverged.any():
+        lost = runs[diverged].drop_duplicates(["model", "method"])
+        which = ", ".join(sorted(f"{r.model}/{r.method}" for r in lost.itertuples()))
+        _note(fig, f"{int(diverged.sum())} diverged run(s) not shown ({which})")  # in the caption line
+    return fig
 
 
 @figure("layer_widths")
@@ -122,7 +330,7 @@ def layer_widths(layers: pd.DataFrame, density: float | None = None) -> plt.Figu
 @figure("path_kernel")
 def path_kernel(runs: pd.DataFrame) -> plt.Figure:
     """Path-kernel trace of the network as training starts against density per method, log-y (PHEW Fig. 3)."""
-    return _by_method(runs, "density", "init_path_kernel_trace", xscale="log", yscale="log", xlabel="density",
+    return _by_method(runs, "density", "init_path_kernel_trace", density_axis=True, yscale="log",
                       ylabel="path-kernel trace Tr(Π)")
 
 
@@ -130,8 +338,11 @@ def path_kernel(runs: pd.DataFrame) -> plt.Figure:
 def train_loss(epochs: pd.DataFrame, density: float | None = None, first: int = 20) -> plt.Figure:
     """Training loss over the first epochs per method at one density: who converges fastest (PHEW Fig. 5)."""
     epochs, target = _nearest(epochs, density)
-    return _by_method(epochs[epochs["epoch"] <= first], "epoch", "train_loss",
-                      title=f"{{panel}}, density {target:.4g}", xlabel="epoch", ylabel="training loss")
+    epochs = epochs[epochs["epoch"] <= first]
+    fig = _by_method(epochs, "epoch", "train_loss", title=f"{{panel}}, density {target:.4g}", ylabel="training loss")
+    for ax in fig.axes:
+        _epoch_axis(ax, int(epochs["epoch"].max()))
+    return fig
 
 
 # ------------------------------------------------------------------ Deconstructing the structure of sparse nets
@@ -140,59 +351,52 @@ def _unfrozen(runs: pd.DataFrame) -> pd.Series:
     return runs["freeze_epoch"].isna() if "freeze_epoch" in runs else pd.Series(True, index=runs.index)
 
 
-def _log_density_axis(ax: plt.Axes, densities: list[float]) -> None:
-    """Log density, sparsest on the right as the papers read it, ticked at the densities trained."""
-    ax.set_xscale("log")
-    ax.set_xticks(densities, [f"{100 * d:.3g}%" for d in densities])
-    ax.minorticks_off()
-    ax.set_xlabel("density (weights kept, log scale)")
-    if not ax.xaxis_inverted():
-        ax.invert_xaxis()
+WEIGHTS = {"own weights": (), "fresh weights (reinit)": (4, 2)}
 
 
 @figure("reinit")
 def reinit(runs: pd.DataFrame) -> plt.Figure:
     """Test accuracy against density per method, each structure trained from its own weights (solid) and
     from fresh ones (dashed), mean ± std over seeds (Deconstructing Fig. 1)."""
-    runs = _labelled(runs[_unfrozen(runs)]).rename(columns={"variant": "weights"})
-    runs["weights"] = runs["weights"].map({"original": "original", "reinit": "re-initialised"})
+    runs = runs[_unfrozen(runs)]
+    runs = runs.assign(weights=runs["variant"].map({"original": "own weights", "reinit": "fresh weights (reinit)"}))
     key, panels = _facets(runs)
     fig, axes = _panel_grid(len(panels))
-    palette = _method_palette(list(runs["method"].unique()))
     for ax, panel in zip(axes, panels):
-        sns.lineplot(data=runs[key == panel], x="density", y="final_test_acc", hue="method", palette=palette,
-                     style="weights", style_order=["original", "re-initialised"], dashes=["", (4, 2)],
-                     errorbar="sd", marker="o", ax=ax)
+        rows = runs[key == panel]
+        _methods(ax, rows, "density", "final_test_acc", by="weights", dashes=WEIGHTS)
         ax.set(title=panel, ylabel="test accuracy")
-        _log_density_axis(ax, sorted(runs.loc[key == panel, "density"].unique()))
-    _one_legend(fig, axes)
+        _density_axis(ax, rows["density"].unique())
+    _legend(fig, _method_handles(runs["method"].unique()) + _dash_handles("trained from", WEIGHTS))
     return fig
+
+
+BN = {"stale": (), "recalibrated": (4, 2)}
 
 
 @figure("sensitivity")
 def sensitivity(sens: pd.DataFrame, density: float | None = None) -> plt.Figure:
     """Test accuracy as a further fraction of the kept weights is removed, by magnitude and at random, with
     stale and recalibrated BN statistics, mean ± std over seeds (Deconstructing Fig. 2)."""
-    sens, target = _nearest(_labelled(sens), density)
+    sens, target = _nearest(sens, density)
     sens = sens.assign(**{"BN statistics": sens["bn_recalibrated"].map({False: "stale", True: "recalibrated"})})
     key, networks = _facets(sens)
     modes = {"magnitude": "smallest magnitude first", "random": "at random"}
     fig, grid = plt.subplots(len(networks), len(modes), figsize=(9, 3.4 * len(networks)), squeeze=False,
                              sharey="row")
-    palette = _method_palette(list(sens["method"].unique()))
     for row, network in zip(grid, networks):
         for ax, (mode, how) in zip(row, modes.items()):
-            sns.lineplot(data=sens[(key == network) & (sens["mode"] == mode)], x="fraction", y="test_acc",
-                         hue="method", palette=palette, style="BN statistics", style_order=["stale", "recalibrated"],
-                         errorbar="sd", marker="o", ax=ax)
+            _methods(ax, sens[(key == network) & (sens["mode"] == mode)], "fraction", "test_acc", by="BN statistics",
+                     dashes=BN)
             ax.set(title=f"{network}, density {target:.4g}\npruned {how}",
                    xlabel="further fraction of kept weights removed", ylabel="test accuracy")
-    _one_legend(fig, list(grid.flat))
+    _legend(fig, _method_handles(sens["method"].unique()) + _dash_handles("BN statistics", BN))
     return fig
 
 
 RUN = ["dataset", "model", "variant", "seed"]  # what tells runs apart once method and density are fixed
 QUINTILES = ["lowest 20%", "20–40%", "40–60%", "60–80%", "highest 20%"]
+OVERLAPS = {"overlap_final": ("final structure", "#2ca02c"), "overlap_prev": ("previous epoch", "#4d4d4d")}
 
 
 @figure("indegree")
@@ -204,26 +408,27 @@ def indegree(indeg: pd.DataFrame, overlap: pd.DataFrame, density: float | None =
     indeg, target = _nearest(indeg[indeg["method"] == "dnw"], density)
     overlap = overlap[(overlap["method"] == "dnw") & (overlap["density"] == target)]
     curves = _indegree_by_first_rank(indeg)
-    lines = overlap.melt(id_vars=RUN + ["epoch"], value_vars=["overlap_final", "overlap_prev"],
-                         var_name="overlap with", value_name="overlap")
-    lines["overlap with"] = lines["overlap with"].map({"overlap_final": "final structure",
-                                                       "overlap_prev": "previous epoch"})
     key, networks = _facets(curves)
-    line_key = lines["model"] + " / " + lines["dataset"]
+    line_key = overlap["model"] + " / " + overlap["dataset"]
     fig, grid = plt.subplots(len(networks), 2, figsize=(11, 3.6 * len(networks)), squeeze=False)
     last = int(indeg["epoch"].max())
+    colors = dict(zip(QUINTILES, sns.color_palette("viridis", len(QUINTILES))))
     for (left, right), network in zip(grid, networks):
-        sns.lineplot(data=curves[key == network], x="epoch", y="relative", hue="after epoch 1",
-                     hue_order=QUINTILES, palette="viridis", errorbar="sd", ax=left)
+        for quintile, color in colors.items():
+            rows = curves[(key == network) & (curves["after epoch 1"] == quintile)]
+            if len(rows):
+                _line(left, rows, "epoch", "relative", color=color, marker="o", label_=quintile, gid=quintile)
         left.set(title=f"{network}, DNW at density {target:.4g}: in-degree of units",
                  ylabel="in-degree / layer mean")
-        sns.lineplot(data=lines[line_key == network], x="epoch", y="overlap", hue="overlap with",
-                     errorbar="sd", ax=right)
+        for column, (name, color) in OVERLAPS.items():
+            rows = overlap[line_key == network].dropna(subset=[column])
+            if len(rows):
+                _line(right, rows, "epoch", column, color=color, marker="o", label_=name, gid=column)
         right.set(title=f"{network}, DNW at density {target:.4g}: structure overlap",
                   ylabel="shared fraction of kept weights", ylim=(0, 1.02))
-        for ax in (left, right):
-            _epoch_axis(ax, last)
-            sns.move_legend(ax, "upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+        for ax, title in ((left, "units by in-degree after epoch 1"), (right, "overlap with")):
+            _epoch_axis(ax, last, "epoch (0: at init)")
+            ax.legend(title=title, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     fig.tight_layout()
     return fig
 
@@ -242,20 +447,10 @@ def _indegree_by_first_rank(indeg: pd.DataFrame) -> pd.DataFrame:
     return df.groupby(RUN + ["epoch", "after epoch 1"], as_index=False, observed=True)["relative"].mean()
 
 
-def _epoch_axis(ax: plt.Axes, last: int) -> None:
-    """Epochs on a log axis when training is long, so the first epochs, where structure moves, stay visible."""
-    if last > 20:  # symlog: linear up to epoch 1, so epoch 0 (the structure at init) stays on the axis
-        ax.set_xscale("symlog", linthresh=1)
-        ax.xaxis.set_major_formatter(plt.FormatStrFormatter("%g"))
-    else:
-        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
-    ax.set_xlabel("epoch (0: at init)" + (", log scale" if last > 20 else ""))
-
-
 @figure("freezing")
 def freezing(runs: pd.DataFrame, density: float | None = None) -> plt.Figure:
     """Test accuracy of DNW with its structure frozen after k epochs against k, mean ± std over seeds, with
-    full DNW (structure free all along) as the reference band (Deconstructing Fig. 4). Frozen runs are
+    full DNW (structure free all along) as the reference line (Deconstructing Fig. 4). Frozen runs are
     the rows with a freeze_epoch, whatever their method is called."""
     frozen, target = _nearest(runs[~_unfrozen(runs)], density)
     full = runs[(runs["method"] == "dnw") & _unfrozen(runs) & (runs["density"] == target)
@@ -264,19 +459,27 @@ def freezing(runs: pd.DataFrame, density: float | None = None) -> plt.Figure:
     full_key = full["model"] + " / " + full["dataset"]
     fig, axes = _panel_grid(len(networks), width=6)
     ks = sorted(frozen["freeze_epoch"].unique())
+    frozen_style, dnw = style("dnw-freeze"), style("dnw")
+    entries = [("DNW, structure frozen after k epochs",
+                Line2D([], [], color=frozen_style.color, marker=frozen_style.marker, markersize=5))]
     for ax, network in zip(axes, networks):
-        sns.lineplot(data=frozen[key == network], x="freeze_epoch", y="final_test_acc", errorbar="sd", marker="o",
-                     color="C0", label="DNW, structure frozen after k epochs", ax=ax)
+        _line(ax, frozen[key == network], "freeze_epoch", "final_test_acc", color=frozen_style.color,
+              marker=frozen_style.marker, gid="dnw-freeze")
         reference = full.loc[full_key == network, "final_test_acc"]
         if len(reference):
             mean = reference.mean()
-            std = reference.std() if len(reference) > 1 else 0.0
-            ax.axhline(mean, color="0.3", linestyle="--", label="full DNW (mean ± std)")
-            ax.axhspan(mean - std, mean + std, color="0.3", alpha=0.15, linewidth=0)
+            ax.axhline(mean, color=dnw.color, linestyle="--", linewidth=1.4, gid="dnw")
+            if len(reference) > 1:
+                std = reference.std()
+                ax.axhspan(mean - std, mean + std, color=dnw.color, alpha=BAND_ALPHA, linewidth=0)
+                fig.sparsenets_band = True
         ax.set_xscale("symlog", linthresh=1, linscale=0.5)
         ax.set_xticks(ks, [f"{k:g}" for k in ks])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.set_xlim(left=-0.2)  # symlog's default margin leaves an empty negative decade
-        ax.set(title=f"{network}, density {target:.4g}", xlabel="epochs k of DNW before freezing (symlog)",
+        ax.set(title=f"{network}, density {target:.4g}", xlabel="epochs k of DNW before freezing (log scale)",
                ylabel="test accuracy")
-    _one_legend(fig, axes)
+    if len(full):
+        entries.append(("full DNW (structure never frozen)", Line2D([], [], color=dnw.color, linestyle="--")))
+    _legend(fig, entries)
     return fig

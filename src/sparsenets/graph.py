@@ -27,7 +27,7 @@ INPUT = "input"  # the name of the network input's units (its channels) in a Uni
 
 _UNIT_MODULES = (
     nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d, nn.AvgPool2d,
-    nn.AdaptiveAvgPool2d, nn.Dropout, nn.Identity, nn.Flatten,
+    nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Dropout, nn.Identity, nn.Flatten,
 )
 _UNIT_FUNCTIONS = {F.relu, torch.relu, F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.dropout, torch.flatten}
 _UNIT_METHODS = {"relu", "relu_", "flatten"}

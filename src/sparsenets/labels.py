@@ -5,7 +5,11 @@ see that `magnitude` prunes the weights at initialisation, not after training (P
 """
 from __future__ import annotations
 
-LABELS: dict[str, str] = {"magnitude": "magnitude at init"}
+LABELS: dict[str, str] = {
+    "magnitude": "magnitude at init",
+    "mag": "mag (pruned after training)",  # PHEW's MAG: a reference, not a method at initialisation
+    "phew-res": "phew-res (nested)",  # PHEW's PHEW_Res: each density grown from the next sparser mask
+}
 
 
 def label(method: str) -> str:

@@ -124,14 +124,16 @@ class Mask(Mapping[str, Tensor]):
 
     @classmethod
     def load(cls, path: str | os.PathLike, model: nn.Module | None = None) -> "Mask":
+        from .readers import damaged, load_torch
+
         path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"mask file {path} does not exist")
+        blob = load_torch(path, "mask file")
+        if not (isinstance(blob, dict) and isinstance(blob.get("masks"), dict)):
+            raise damaged(path, "mask file", "a torch file, but not a mask: no 'masks' entry")
         try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
             mask = cls(blob["masks"], blob.get("meta", {}))
-        except Exception as e:  # noqa: BLE001 - any unreadable file gets one clear message
-            raise ValueError(f"mask file {path} is not a readable mask ({type(e).__name__}: {e})") from e
+        except Exception as e:  # noqa: BLE001 - any malformed mask gets one clear message
+            raise damaged(path, "mask file", f"{type(e).__name__}: {e}") from e
         if model is not None:
             mask.check_model(model, source=f"mask file {path}")
         return mask

@@ -1,17 +1,21 @@
 """How many jobs a preset runs, and roughly how many GPU- and CPU-hours its training takes.
 
 Job counts are the grid's (`sparsenets.study.expand`, the jobs the workflow's rules look up; a test checks
-them against Snakemake's dry run). Hours are per-epoch cost x epochs x training runs: the CPU cost is
-measured here and now, the GPU cost is an assumption (`GPU_IMAGES_PER_S`). Mask and sensitivity
-jobs are left out: each takes minutes where a training run takes hours.
+them against Snakemake's dry run). Hours are, summed over training jobs, epochs x seconds per epoch of the
+job's network. Seconds per epoch: on the CPU measured here and now, on a GPU assumed (`GPU_IMAGES_PER_S`),
+unless `calibrate` found finished runs of that study and network in a results folder: then the seconds
+those runs measured (their `metrics.json` histories, per device they ran on) replace both, and the jobs
+whose outputs are there already are counted as done. Mask and sensitivity jobs are left out of the hours:
+each takes minutes where a training run takes hours.
 """
 from __future__ import annotations
 
+import json
 import time
-from collections import Counter
-from dataclasses import dataclass
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 import torch
 import yaml
@@ -24,11 +28,13 @@ from .optim import SGD
 # Training images per second on one A100 (bf16 autocast and channels_last, as recipes use on CUDA;
 # batch 128, 32x32 RGB). ASSUMED, not measured: scaled from public CIFAR timings of these networks
 # (about 6 s per ResNet-18 epoch); small nets are bound by kernel launches, not FLOPs. Smaller images
-# than 32x32 make these figures an upper bound.
+# than 32x32 make these figures an upper bound. `plan --calibrate results/` replaces them by measurements.
 GPU_IMAGES_PER_S = {
     "mlp": 100_000, "convnet": 40_000, "resnet20": 25_000,
     "vgg19": 10_000, "vgg19-nobn": 11_000, "resnet18": 8_000,
+    "resnet18-tin": 2_000, "vgg19-tin": 2_500, "vgg19-nobn-tin": 2_750,  # 64x64: a quarter of the 32x32 figure
 }
+ASSUMED_GPU = "A100"
 EVAL_SPEEDUP = 3  # a test image costs a forward pass, about a third of a training step (3-4x on CPU here)
 
 # (train images, test images, input shape, classes) of what `sparsenets.data.prepare` writes.
@@ -38,36 +44,45 @@ DATASET_SIZES = {
     "mnist": (60_000, 10_000, (1, 28, 28), 10),
     "digits": (1_438, 359, (1, 8, 8), 10),
     "synthetic": (2_000, 500, (3, 16, 16), 10),
+    "tiny-imagenet": (100_000, 10_000, (3, 64, 64), 200),  # its validation images are the test set
 }
 
 KINDS = {"mask": "masks", "imp_mask": "IMP masks", "mask_layer_matched": "matched masks", "train": "training",
-         "train_dense": "dense", "train_reinit": "reinit", "sensitivity": "sensitivity"}
+         "train_dense": "dense", "train_reinit": "reinit", "train_prune": "mag prune", "sensitivity": "sensitivity"}
 TRAINING = grid.TRAINING
+Measured = dict[tuple[str, str, str], dict[str, tuple[float, int]]]  # (study, dataset, model) -> device -> (s, runs)
 
 
 @dataclass(frozen=True)
 class EpochCost:
-    """Seconds per epoch (a training pass and a test pass) of one network on one dataset."""
+    """Seconds per epoch (a training pass and a test pass) of one network on one dataset, and where each
+    figure comes from ("measured now", "assumed A100", "measured on NVIDIA H100 in 36 runs")."""
 
     dataset: str
     model: str
     cpu: float
     gpu: float
+    cpu_source: str = "measured now"
+    gpu_source: str = f"assumed {ASSUMED_GPU}"
 
 
 @dataclass(frozen=True)
 class StudyPlan:
-    """One study of a preset: its jobs per kind (= Snakemake rule), and what an epoch costs on each of its networks."""
+    """One study of a preset: its jobs per kind (= Snakemake rule) and those not done yet, its training jobs
+    as (dataset, model, epochs, done), and what an epoch costs on each of its networks."""
 
     study: str
     jobs: dict[str, int]  # kind of job (the rule that runs it) -> jobs
     epochs: int
     costs: list[EpochCost]  # one per (dataset, model) of the study
+    training: list[tuple[str, str, int, bool]] = field(default_factory=list)
+    left: dict[str, int] | None = None  # jobs per kind whose outputs are missing; None: not looked
+    gpu_slots: int = 1  # slots per GPU (runs_per_gpu; sparsenets.study.gpu_share)
 
-    def hours(self, device: str) -> float:
-        """Training runs are a product over datasets and models (sparsenets.study), so each pair gets an equal share."""
-        runs = sum(self.jobs.get(rule, 0) for rule in TRAINING) / len(self.costs)
-        return runs * self.epochs * sum(getattr(c, device) for c in self.costs) / 3600
+    def hours(self, device: str, remaining: bool = False) -> float:
+        """Epochs x seconds per epoch, summed over the training jobs (those not done, if `remaining`)."""
+        cost = {(c.dataset, c.model): getattr(c, device) for c in self.costs}
+        return sum(epochs * cost[d, m] for d, m, epochs, done in self.training if not (remaining and done)) / 3600
 
 
 def measure_cpu(model: str, dataset: str, batch: int = 128, steps: int = 2) -> tuple[float, float]:
@@ -107,43 +122,110 @@ def dataset_facts(name: str) -> tuple[int, int, tuple[int, int, int], int]:
     return DATASET_SIZES[name]
 
 
-def epoch_cost(dataset: str, model: str, recipe: dict) -> EpochCost:
-    """One epoch as a recipe runs it (its training subset and batch size) on the CPU and on a GPU."""
-    gpu = GPU_IMAGES_PER_S.get(model)
-    if gpu is None:
+def epoch_cost(dataset: str, model: str, recipe: dict, measured: Mapping[str, tuple[float, int]] | None = None
+               ) -> EpochCost:
+    """One epoch as a recipe runs it (its training subset and batch size) on the CPU and on a GPU: measured in
+    finished runs where `measured` has that device (the GPU most runs used), else measured now / assumed."""
+    measured = measured or {}
+    gpus = sorted(((runs, kind) for kind, (_, runs) in measured.items() if kind not in ("cpu", "unknown")),
+                  reverse=True)
+    if "cpu" in measured:
+        seconds, runs = measured["cpu"]
+        cpu, cpu_source = seconds, f"measured in {runs} run(s)"
+    else:
+        n_train, n_test = _images(dataset, recipe)
+        cpu_train, cpu_test = measure_cpu(model, dataset, batch=recipe.get("batch_size", 128))
+        cpu, cpu_source = n_train / cpu_train + n_test / cpu_test, "measured now"
+    if gpus:
+        kind = gpus[0][1]
+        seconds, runs = measured[kind]
+        return EpochCost(dataset, model, cpu, seconds, cpu_source, f"measured on {kind} in {runs} run(s)")
+    images = GPU_IMAGES_PER_S.get(model)
+    if images is None:
         raise ValueError(f"no assumed GPU throughput for model {model!r}; add it to GPU_IMAGES_PER_S")
+    n_train, n_test = _images(dataset, recipe)
+    return EpochCost(dataset, model, cpu, n_train / images + n_test / (EVAL_SPEEDUP * images), cpu_source)
+
+
+def _images(dataset: str, recipe: dict) -> tuple[int, int]:
     n_train, n_test, _, _ = dataset_facts(dataset)
-    n_train = min(n_train, recipe.get("train_subset") or n_train)
-    cpu_train, cpu_test = measure_cpu(model, dataset, batch=recipe.get("batch_size", 128))
-    return EpochCost(dataset, model, cpu=n_train / cpu_train + n_test / cpu_test,
-                     gpu=n_train / gpu + n_test / (EVAL_SPEEDUP * gpu))
+    return min(n_train, recipe.get("train_subset") or n_train), n_test
 
 
-def plan(preset: str | None = None, configfile: str | Path = "config.yaml") -> tuple[str, list[StudyPlan]]:
-    """The preset (the config's own by default) and, per study, its jobs and per-epoch costs."""
+def calibrate(results_dir: str | Path) -> Measured:
+    """Mean seconds per epoch of the finished runs under `results_dir` (each `metrics.json`'s history), per
+    study, dataset, model and device they ran on ("cpu" or the GPU's name; "unknown" before it was recorded)."""
+    root = Path(results_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"--calibrate {root}: no such folder; give the results folder of a run "
+                                "(results_dir in config.yaml)")
+    per_run: dict[tuple[str, str, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for path in sorted(root.glob("*/runs/**/metrics.json")):
+        metrics = _read_metrics(path)
+        history = [h["seconds"] for h in metrics.get("history", []) if "seconds" in h]
+        spec = metrics.get("spec", {})
+        if not history or not {"dataset", "model"} <= set(spec):
+            continue  # a diverged or foreign file: nothing to learn from
+        key = (path.relative_to(root).parts[0], spec["dataset"], spec["model"])
+        per_run[key][metrics.get("device", "unknown")].append(sum(history) / len(history))
+    return {key: {kind: (sum(s) / len(s), len(s)) for kind, s in kinds.items()} for key, kinds in per_run.items()}
+
+
+def _read_metrics(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: not a run's metrics.json ({e}); delete it to rerun its job") from None
+
+
+def plan(preset: str | None = None, configfile: str | Path = "config.yaml",
+         calibrate_from: str | Path | None = None) -> tuple[str, list[StudyPlan]]:
+    """The preset (the config's own by default) and, per study, its jobs and per-epoch costs; with
+    `calibrate_from` (a results folder), the costs its finished runs measured and the jobs still to do."""
     config = yaml.safe_load(Path(configfile).read_text())
+    if calibrate_from is not None:
+        config["results_dir"] = str(calibrate_from)
     preset, _ = grid.preset_of(config, preset)
     jobs = grid.expand(config, preset)
+    measured = calibrate(calibrate_from) if calibrate_from is not None else {}
     plans = []
     for study in grid.studies(config, preset):
-        counts = Counter(j.kind for j in jobs if j.study == study.name)
-        costs = [epoch_cost(d, m, study.recipe) for d in study.spec["datasets"] for m in study.spec["models"]]
-        plans.append(StudyPlan(study.name, dict(counts), study.recipe["epochs"], costs))
+        mine = [j for j in jobs if j.study == study.name]
+        costs = [epoch_cost(d, m, study.recipe, measured.get((study.name, d, m)))
+                 for d in study.spec["datasets"] for m in study.spec["models"]]
+        done = {j.key for j in mine if all(Path(f).exists() for f in j.outputs.values())}
+        training = [(j.run.dataset, j.run.model, json.loads(j.params["recipe"])["epochs"], j.key in done)
+                    for j in mine if j.kind in TRAINING]
+        left = dict(Counter(j.kind for j in mine if j.key not in done)) if calibrate_from is not None else None
+        plans.append(StudyPlan(study.name, dict(Counter(j.kind for j in mine)), study.recipe["epochs"], costs,
+                               training, left, grid.gpu_share(config, "")[1]))
     return preset, plans
 
 
 def format_plan(preset: str, plans: list[StudyPlan]) -> str:
-    """A table of jobs and hours per study, then the per-epoch costs the hours come from."""
-    header = f"{'study':<16}" + "".join(f"{k:>13}" for k in KINDS.values()) + f"{'GPU-hours':>13}{'CPU-hours':>13}"
-    rows = [f"{p.study:<16}" + "".join(f"{p.jobs.get(rule, 0):>13}" for rule in KINDS)
-            + f"{_hours(p.hours('gpu')):>13}{_hours(p.hours('cpu')):>13}" for p in plans]
-    costs = [f"  {c.dataset}/{c.model}: {c.cpu:.1f} s on the CPU (measured now), {c.gpu:.2f} s on an A100 "
-             "(assumed)" for p in plans for c in p.costs]
+    """A table of jobs and hours per study (and of what is left, when calibrated), then the per-epoch costs."""
+    header = f"{'study':<20}" + "".join(f"{k:>14}" for k in KINDS.values()) + f"{'GPU-hours':>13}{'CPU-hours':>13}"
+
+    def rows(counts: Callable[[StudyPlan], dict[str, int]], remaining: bool) -> list[str]:
+        return [f"{p.study:<20}" + "".join(f"{counts(p).get(rule, 0):>14}" for rule in KINDS)
+                + f"{_hours(p.hours('gpu', remaining)):>13}{_hours(p.hours('cpu', remaining)):>13}" for p in plans]
+
+    costs = [f"  {c.dataset}/{c.model}: {c.cpu:.3g} s on the CPU ({c.cpu_source}), {c.gpu:.3g} s on a GPU "
+             f"({c.gpu_source})" for p in plans for c in p.costs]
+    left = []
+    if all(p.left is not None for p in plans):
+        total = sum(sum(p.left.values()) for p in plans)
+        left = ["", f"left to run: {total} of {sum(sum(p.jobs.values()) for p in plans)} jobs (outputs missing), "
+                "and the hours of their training", header, *rows(lambda p: p.left or {}, True)]
     return "\n".join([
         f"preset {preset}: jobs per kind, and hours of training (epochs x runs x seconds per epoch)",
-        header, *rows, "", "seconds per epoch (a training pass and a test pass):", *costs, "",
-        f"CPU-hours are core-hours at {torch.get_num_threads()} thread(s) per job; GPU-hours assume one A100 per "
-        "job (sparsenets.plan.GPU_IMAGES_PER_S); mask and sensitivity jobs are left out (minutes each).",
+        header, *rows(lambda p: p.jobs, False), *left, "",
+        "seconds per epoch (a training pass and a test pass):", *costs, "",
+        f"CPU-hours are core-hours at {torch.get_num_threads()} thread(s) per job; GPU-hours assume one run per GPU "
+        f"(an {ASSUMED_GPU} unless measured: sparsenets.plan.GPU_IMAGES_PER_S; `--calibrate results/` measures); "
+        "mask and sensitivity jobs are left out (minutes each).",
+        f"runs_per_gpu gives each GPU {plans[0].gpu_slots if plans else 1} slot(s): run N GPUs with `snakemake "
+        f"--resources gpu_slots={plans[0].gpu_slots if plans else 1}*N` (README, Running on a GPU workstation).",
     ])
 
 

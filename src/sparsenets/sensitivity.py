@@ -7,7 +7,6 @@ statistics, and after re-estimating them on training batches.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 from pathlib import Path
@@ -20,6 +19,7 @@ from . import data
 from .devices import claim_device
 from .masks import Mask, keep_count, prunable
 from .models import build_model
+from .readers import damaged, load_torch, read_json
 from .train import evaluate, prefers_channels_last, seeded_generator, uses_bf16
 
 MODES = ("magnitude", "random")
@@ -116,12 +116,16 @@ def run_curve(run_dir: str | os.PathLike, data_file: str | os.PathLike, fraction
     if missing:
         raise ValueError(f"mask file {run / 'mask.pt'} has no {', '.join(missing)} in its metadata")
     model = build_model(mask.meta["model"], mask.meta["num_classes"], tuple(mask.meta["input_shape"]))
-    model.load_state_dict(torch.load(run / "model.pt", map_location="cpu", weights_only=True))
+    state = load_torch(run / "model.pt", "trained weights")
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as e:
+        raise damaged(run / "model.pt", "trained weights", f"they do not fit {mask.meta['model']}: {e}") from None
     mask.check_model(model, source=f"mask file {run / 'mask.pt'}")
     revived = [k for k, w in prunable(model).items() if bool((w.detach()[~mask[k]] != 0).any())]
     if revived:  # e.g. DNW's dense weights saved instead of its top-k: f = 0 would not be the run
         raise ValueError(f"{run / 'model.pt'} has non-zero weights outside {run / 'mask.pt'} in {revived[:3]}")
-    spec = json.loads((run / "metrics.json").read_text())["spec"]
+    spec = read_json(run / "metrics.json", "run metrics", keys=("spec",))["spec"]
     rows = curve(model, mask, data.load(data_file), fractions, generator=seeded_generator(seed), device=dev,
                  recal_images=recal_images, bf16=uses_bf16(precision, dev))
     return {"spec": spec, "num_classes": int(mask.meta["num_classes"]), "rows": rows}

@@ -150,8 +150,12 @@ class StructureRecorder:
     def finish(self, final: Mask) -> list[dict[str, Any]]:
         for rec in self.state["records"]:
             rec["overlap_final"] = overlap(self._load(rec["epoch"]), final)["overlap"]
-        shutil.rmtree(self.folder, ignore_errors=True)  # large at paper scale; the record says it all
         return self.state["records"]
+
+    def discard(self) -> None:
+        """Remove the epoch masks (large at paper scale; the record says it all) once the run's checkpoint is
+        gone: a job killed before that resumes from its last checkpoint and needs every one of them again."""
+        shutil.rmtree(self.folder, ignore_errors=True)
 
     def _save(self, epoch: int, mask: Mask) -> None:
         packed = {k: np.packbits(v.cpu().numpy().ravel()) for k, v in mask.items()}

@@ -1,8 +1,9 @@
 """The experiment grid, spelled once: every job of a preset, from config.yaml alone.
 
-`expand(config)` turns a preset's studies into `Job`s: masks (built at initialisation, IMP levels pruned from
-the previous level's run, layer-matched random ones), training runs (each method's run, the dense run IMP
-starts from, IMP's intermediate levels, reinit, DNW frozen after k epochs), sensitivity curves, tidy tables,
+`expand(config)` turns a preset's studies into `Job`s: masks (built at initialisation, phew-res's grown from
+the next sparser density's, IMP levels pruned from the previous level's run, layer-matched random ones), training
+runs (each method's run, the dense run IMP and mag start from, IMP's intermediate levels, mag's gradual pruning
+run, reinit, DNW frozen after k epochs), sensitivity curves, tidy tables,
 figures and the claims. A job is named by what defines it and carries the inputs, outputs, log and params its
 Snakemake rule passes to `python -m sparsenets`: workflow/rules/*.smk only look jobs up, `plan` counts and
 prices them, tests and benchmarks read them.
@@ -17,6 +18,7 @@ No torch, no Snakemake: expanding the paper preset takes milliseconds.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import posixpath
@@ -30,11 +32,14 @@ TOPOLOGIES = ("dnw", "rigl")
 LIKE = "random-like-"  # random-like-M: random wiring with the per-layer densities of M's final structure
 FROZEN = re.compile(r"dnw-freeze(\d+)")  # DNW whose structure is frozen after k epochs (the freezing study)
 FIRST_LAYER_DENSE = ("random", "random-erk")  # the uniform methods a first-layer-dense layer policy changes
+NESTED = ("phew-res",)  # sparsenets.pruning's nested methods: each density grows from the next sparser one's mask
+MAG = "mag"  # magnitude pruning after training (PHEW's MAG reference): dense run, gradual pruning, retraining
+GRADUAL = "gradual-magnitude"  # the topology of mag's pruning phase (sparsenets.topology.gradual)
 DENSE = "1"  # the density of the dense run IMP starts from: random at density 1
 RUN_FILES = {"metrics": "metrics.json", "model": "model.pt", "mask": "mask.pt", "structure": "structure.json"}
-TRAINING = ("train", "train_dense", "train_reinit")  # the kinds of job that train a network
+TRAINING = ("train", "train_dense", "train_reinit", "train_prune")  # the kinds of job that train a network
 KINDS = ("dataset", "mlflow_init", "mask", "imp_mask", "mask_layer_matched", *TRAINING, "sensitivity", "table",
-         "figure", "claims")  # every kind of job, by the Snakemake rule that runs it
+         "figure", "claims", "mlflow_summary", "report")  # every kind of job, by the Snakemake rule that runs it
 
 
 def format_density(density: float | str) -> str:
@@ -48,6 +53,8 @@ TEMPLATES = {  # {run} is a Run's name: {dataset}/{model}/{method}/d{density}[/{
     "data_log": "{logs}/data/{dataset}.log",
     "tracking": "{results}/.tracking-ready.json",
     "tracking_log": "{logs}/mlflow_init.log",
+    "summary": "{results}/.mlflow-summary.json",
+    "summary_log": "{logs}/mlflow_summary.log",
     "mask": "{results}/{study}/masks/{run}.pt",
     "mask_log": "{logs}/{study}/masks/{run}.log",
     "run": "{results}/{study}/runs/{run}",
@@ -60,6 +67,8 @@ TEMPLATES = {  # {run} is a Run's name: {dataset}/{model}/{method}/d{density}[/{
     "figure_log": "{logs}/{study}/figures/{fig}.log",
     "claims": "{results}/claims.{ext}",
     "claims_log": "{logs}/claims.log",
+    "report": "{results}/report.html",
+    "report_log": "{logs}/report.log",
 }
 
 
@@ -90,7 +99,7 @@ class Run:
     method: str
     density: str  # format_density's spelling
     seed: int | str
-    variant: str = ""  # "reinit": the run's final structure trained again from fresh weights
+    variant: str = ""  # "reinit": the run's final structure trained again from fresh weights; "prune": mag's pruning
 
     @property
     def name(self) -> str:
@@ -158,6 +167,11 @@ class Study:
     key: str  # its config key, for messages: presets.quick.studies.phew
 
     @property
+    def preset(self) -> str:
+        """The preset it belongs to (its key is presets.{preset}.studies.{name}): named in its figures' captions."""
+        return self.key.split(".")[1]
+
+    @property
     def protocol(self) -> "Protocol":
         return PROTOCOLS[self.spec["protocol"]]
 
@@ -200,6 +214,17 @@ class Study:
         return [Run(d, m, meth, format_density(dens), seed) for d, m, meth, dens, seed in product(
             s["datasets"], s["models"], methods or s["methods"], densities or self.densities(), s["seeds"])]
 
+    def sparser(self, density: str) -> str | None:
+        """The next listed density below `density` (a nested method's chain grows from it), or None."""
+        below = [d for d in map(format_density, self.densities()) if float(d) < float(density)]
+        return max(below, key=float) if below else None
+
+    def mag_recipe(self) -> dict:
+        """mag's gradual pruning phase: the recipe's optimizer at its initial lr (no steps) for mag.prune_epochs
+        epochs (PHEW's code: 10), the mask tightened at the start of each."""
+        epochs = int(self.spec.get("mag", {}).get("prune_epochs", 10))
+        return {**self.recipe, "epochs": epochs, "milestones": []}
+
     def freeze_runs(self) -> list[Run]:
         """DNW frozen after each of freeze_epochs, at the focus density."""
         methods = [f"dnw-freeze{k}" for k in self.spec.get("freeze_epochs", [])]
@@ -216,9 +241,21 @@ def plan(method: str, options: Mapping[str, Any], topologies: Sequence[str] = TO
         return Plan("topology", dynamic_init, method, dict(options))
     if method == "imp":
         return Plan("imp", method, "static", {})
+    if method == MAG:
+        return Plan("mag", method, "static", {})
     if method.startswith(LIKE):
         return Plan("layer-matched", method, "static", {})
     return Plan("pruning", method, "static", {})
+
+
+def gpu_share(config: Mapping[str, Any], model: str) -> tuple[int, int]:
+    """(slots a job of `model` takes, slots per GPU). A GPU runs `runs_per_gpu` jobs of a model at once (a number,
+    or per model with a `default`); with several values it has their least common multiple of slots (1, 2, 4 -> 4)
+    and a job takes slots / its value, so `--resources gpu_slots=N*slots` packs N GPUs (README)."""
+    value = config.get("runs_per_gpu", 1)
+    runs = dict(value) if isinstance(value, Mapping) else {"default": value}
+    slots = math.lcm(1, *runs.values())
+    return slots // runs.get(model, runs.get("default", 1)), slots
 
 
 def preset_of(config: Mapping[str, Any], preset: str | None = None) -> tuple[str, Mapping[str, Any]]:
@@ -232,8 +269,11 @@ def preset_of(config: Mapping[str, Any], preset: str | None = None) -> tuple[str
 def studies(config: Mapping[str, Any], preset: str | None = None) -> list[Study]:
     """The preset's studies, in config order; an unknown preset, protocol or recipe fails naming its key."""
     name, spec = preset_of(config, preset)
+    only = only_studies(config, name, list(spec["studies"]))
     out = []
     for study, s in spec["studies"].items():
+        if only and study not in only:
+            continue
         key = f"presets.{name}.studies.{study}"
         if s.get("protocol") not in PROTOCOLS:
             raise ValueError(f"config key '{key}.protocol': {s.get('protocol')!r} is not a protocol; choose one of "
@@ -245,12 +285,24 @@ def studies(config: Mapping[str, Any], preset: str | None = None) -> list[Study]
     return out
 
 
+def only_studies(config: Mapping[str, Any], preset: str, available: Sequence[str]) -> list[str]:
+    """The studies config key `only_studies` keeps (a list, or "a,b" as `--config only_studies=a,b` gives it);
+    none: every study of the preset. Lets a user run one study of a preset without copying it (README)."""
+    value = config.get("only_studies") or []
+    names = [n.strip() for n in value.split(",") if n.strip()] if isinstance(value, str) else [str(n) for n in value]
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        raise ValueError(f"config key 'only_studies': preset {preset!r} has no study {', '.join(map(repr, unknown))}; "
+                         f"its studies: {', '.join(available)}")
+    return names
+
+
 def check_names(config: Mapping[str, Any], known: Mapping[str, Sequence[str]], preset: str | None = None) -> None:
     """Unknown models, methods and datasets fail here, naming the key (`known`: `python -m sparsenets names`)."""
     for study in studies(config, preset):
         spec = study.spec
         for key in ("models", "methods", "datasets"):
-            names = list(known[key]) + (["imp", *known["topologies"]] if key == "methods" else [])
+            names = list(known[key]) + (["imp", MAG, *known["topologies"]] if key == "methods" else [])
             for name in spec.get(key, []):
                 if key == "methods" and name.startswith(LIKE):
                     source = name.removeprefix(LIKE)
@@ -270,12 +322,22 @@ class Grid:
     def __init__(self, config: Mapping[str, Any], topologies: Sequence[str] = TOPOLOGIES) -> None:
         self.paths = Paths(config["results_dir"], config["data_dir"])
         self.device = config.get("device", "auto")
+        self.config = config  # runs_per_gpu: device_for
+        self._devices: dict[str, str] = {}  # model -> its jobs' device (thousands of jobs, a handful of models)
         self.dynamic_init = config.get("dynamic_init", "random")
         self.topologies = tuple(topologies)
         self.jobs: dict[str, Job] = {}
 
     def _add(self, job: Job) -> Job:
         return self.jobs.setdefault(job.output, job)
+
+    def device_for(self, model: str) -> str:
+        """The device a job of `model` claims: with several runs per GPU, its share ("auto@1/4", sparsenets.devices)."""
+        if model not in self._devices:
+            need, slots = gpu_share(self.config, model)
+            shared = slots > 1 and self.device in ("auto", "cuda")
+            self._devices[model] = f"{self.device}@{need}/{slots}" if shared else self.device
+        return self._devices[model]
 
     def plan(self, study: Study, method: str) -> Plan:
         return plan(method, study.method_options(method), self.topologies, self.dynamic_init)
@@ -288,6 +350,24 @@ class Grid:
         return self._add(Job("mlflow_init", "", {}, {"marker": self.paths("tracking")}, self.paths("tracking_log"),
                              {"experiments": " ".join(names)}))
 
+    def parent_runs(self) -> Job:
+        """mlflow_init also creates the parent run of every training run (its method on its dataset and model)
+        before the jobs fan out, so that jobs starting at once never race to create one."""
+        keys = dict.fromkeys(f"{j.study}/{j.run.dataset}/{j.run.model}/{j.run.method}" for j in self.jobs.values()
+                             if j.kind in TRAINING and j.run is not None)
+        job = self.jobs[self.paths("tracking")]
+        self.jobs[job.output] = dataclasses.replace(job, params={**job.params, "parents": " ".join(keys)})
+        return self.jobs[job.output]
+
+    def mlflow_summary(self, studies: Sequence[Study]) -> Job:
+        """One job for the preset, after the claims: each study's figures and claims.md on its MLflow summary run."""
+        figures = {s.name: [f for j in self.jobs.values() if j.kind == "figure" and j.study == s.name
+                            for f in j.outputs.values()] for s in studies}
+        args = " ".join(f"--study {name} " + " ".join(files) for name, files in figures.items())
+        return self._add(Job("mlflow_summary", "", {"figures": tuple(f for fs in figures.values() for f in fs),
+                                                    "claims": self.paths("claims", ext="md")},
+                             {"marker": self.paths("summary")}, self.paths("summary_log"), {"studies": args}))
+
     # masks
     def mask(self, study: Study, run: Run) -> Job:
         """The mask a run of `run.method`'s plan starts from (run.method is the mask's method)."""
@@ -299,9 +379,12 @@ class Grid:
         if study.spec.get("layer_policy", "global") == "first-layer-dense" and run.method in FIRST_LAYER_DENSE:
             options["first_layer_dense"] = True
         data = self.dataset(run.dataset).output
-        return self._add(Job("mask", f"{study.name}/{run.name}", {"data": data}, {"mask": self._mask(study, run)},
+        sparser = study.sparser(run.density) if run.method in NESTED else None
+        previous = self.mask(study, run.but(density=sparser)).output if sparser else ()
+        return self._add(Job("mask", f"{study.name}/{run.name}", {"data": data, "previous": previous},
+                             {"mask": self._mask(study, run)},
                              self.paths("mask_log", study=study.name, run=run.name),
-                             {"options": json.dumps(options), "device": self.device}, study.name, run))
+                             {"options": json.dumps(options), "device": self.device_for(run.model)}, study.name, run))
 
     def imp_mask(self, study: Study, run: Run) -> Job:
         """Level L prunes the trained run of level L-1; level 1 prunes the dense run (random at density 1)."""
@@ -330,6 +413,9 @@ class Grid:
         """A run under the mask its method's plan starts from; random at density 1 is the dense run IMP starts
         from, which also keeps its weights at imp.rewind_step; IMP's levels restart from those."""
         plan_ = self.plan(study, run.method)
+        if plan_.kind == "mag":
+            pruned = self.mag_prune(study, run)
+            return self._run_job("train", study, run, pruned.outputs["mask"], pruned.outputs["model"], "static", {}, "")
         mask = self.mask(study, run.but(method=plan_.mask)).output
         dense = run.method == "random" and run.density == DENSE
         init: tuple[str, ...] | str = ()
@@ -344,16 +430,23 @@ class Grid:
         mask = self.train(study, run).outputs["mask"]
         return self._run_job("train_reinit", study, run.but(variant="reinit"), mask, (), "static", {}, "")
 
+    def mag_prune(self, study: Study, run: Run) -> Job:
+        """mag's pruning phase: the dense run's final weights, pruned by global magnitude to the run's density over
+        mag.prune_epochs epochs of training (cubic schedule); the mag run retrains its result."""
+        dense = self.train(study, run.but(method="random", density=DENSE))
+        return self._run_job("train_prune", study, run.but(variant="prune"), dense.outputs["mask"],
+                             dense.outputs["model"], GRADUAL, {"density": float(run.density)}, "", study.mag_recipe())
+
     def _run_job(self, kind: str, study: Study, run: Run, mask: str, init: tuple[str, ...] | str, topology: str,
-                 options: Mapping[str, Any], rewind: str) -> Job:
+                 options: Mapping[str, Any], rewind: str, recipe: Mapping[str, Any] | None = None) -> Job:
         folder = self.paths("run", study=study.name, run=run.name)
         outputs = {name: f"{folder}/{file}" for name, file in RUN_FILES.items()}
         if kind == "train_dense":
             outputs["rewind"] = f"{folder}/rewind.pt"
         inputs = {"data": self.dataset(run.dataset).output, "mask": mask, "init": init,
                   "tracking": self.paths("tracking")}
-        params = {"recipe": json.dumps(study.recipe), "topology": topology, "options": json.dumps(options),
-                  "device": self.device, "out_dir": folder, "rewind": rewind}
+        params = {"recipe": json.dumps(study.recipe if recipe is None else recipe), "topology": topology, "options": json.dumps(options),
+                  "device": self.device_for(run.model), "out_dir": folder, "rewind": rewind}
         return self._add(Job(kind, f"{study.name}/{run.name}", inputs, outputs,
                              self.paths("run_log", study=study.name, run=run.name), params, study.name, run))
 
@@ -368,7 +461,7 @@ class Grid:
             {"curve": self.paths("curve", study=study.name, run=run.name)},
             self.paths("curve_log", study=study.name, run=run.name),
             {"fractions": " ".join(map(str, study.need("sensitivity_fractions"))), "run_dir": source.dir,
-             "device": self.device, "precision": study.recipe.get("precision", "auto")}, study.name, run))
+             "device": self.device_for(run.model), "precision": study.recipe.get("precision", "auto")}, study.name, run))
 
     def table(self, study: Study, kind: str, files: Sequence[str]) -> Job:
         return self._add(Job("table", f"{study.name}/{kind}", {"files": tuple(files)},
@@ -380,7 +473,7 @@ class Grid:
         return self._add(Job("figure", f"{study.name}/{fig}", {"tables": tables},
                              {ext: self.paths("figure", study=study.name, fig=fig, ext=ext) for ext in ("png", "pdf")},
                              self.paths("figure_log", study=study.name, fig=fig),
-                             {"options": json.dumps(figure.options(study))}, study.name))
+                             {"options": json.dumps({**figure.options(study), "preset": study.preset})}, study.name))
 
     def claims(self, studies: Sequence[Study]) -> Job:
         """One job for the preset: each study's claims (its protocol's), judged on its own tables."""
@@ -392,6 +485,22 @@ class Grid:
         return self._add(Job("claims", "", {"tables": tuple(p for t in tables.values() for p in t.values())},
                              {"md": self.paths("claims", ext="md"), "csv": self.paths("claims", ext="csv")},
                              self.paths("claims_log"), {"studies": args, "options": json.dumps(options)}))
+
+    def report(self, studies: Sequence[Study]) -> Job:
+        """One self-contained page for the preset (sparsenets.report): the grid, the claims, every figure with
+        its caption. Its context holds what the page and the caption template read."""
+        figures = [j for j in self.jobs.values() if j.kind == "figure"]
+        claims = self.jobs[self.paths("claims", ext="md")].outputs
+        data = {d: self.dataset(d).output for s in studies for d in s.spec["datasets"]}
+        preset = studies[0].preset if studies else ""
+        config = {"preset": preset, "presets": {preset: {"studies": {s.name: dict(s.spec) for s in studies}}},
+                  "recipes": {s.spec["recipe"]: dict(s.recipe) for s in studies}}
+        context = {"preset": preset, "config": config, "claims": dict(claims), "data": data,
+                   "figures": [{"study": j.study, "fig": j.key.split("/", 1)[1], "png": j.outputs["png"],
+                                "tables": list(j.inputs["tables"])} for j in figures]}
+        return self._add(Job("report", "", {"figures": tuple(j.outputs["png"] for j in figures),
+                                            "claims": tuple(claims.values()), "data": tuple(data.values())},
+                             {"html": self.paths("report")}, self.paths("report_log"), {"context": json.dumps(context)}))
 
 
 def expand(config: Mapping[str, Any], preset: str | None = None, topologies: Sequence[str] = TOPOLOGIES) -> list[Job]:
@@ -407,12 +516,16 @@ def expand(config: Mapping[str, Any], preset: str | None = None, topologies: Seq
         for fig, figure in protocol.figures.items():
             grid.figure(s, fig, figure)
     grid.claims(chosen)
+    grid.mlflow_summary(chosen)
+    grid.parent_runs()
+    grid.report(chosen)
     return list(grid.jobs.values())
 
 
 def targets(jobs: Sequence[Job]) -> list[str]:
     """What `snakemake` builds by default: every study's tables and figures, and the claims."""
-    return [f for j in jobs if j.kind in ("table", "figure", "claims") for f in j.outputs.values()]
+    return [f for j in jobs if j.kind in ("table", "figure", "claims", "mlflow_summary", "report")
+            for f in j.outputs.values()]
 
 
 def by_output(jobs: Sequence[Job]) -> dict[str, Job]:

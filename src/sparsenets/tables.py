@@ -4,32 +4,35 @@ Figures are drawn from these, never from MLflow, so the DAG knows what to rebuil
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Iterable
 
 import pandas as pd
 
 from .labels import label
+from .readers import read_json
 
 
-def _read(path: str | Path) -> dict[str, Any]:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"cannot read run file {path}: {e}") from e
+def _read(path: str | Path, keys: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """A run file (metrics.json, structure.json, curve.json) holding `keys` (default: what every reader
+    needs); a damaged one names its rule and the fix."""
+    return read_json(path, "run file", keys=_KEYS.get(Path(path).name, ()) if keys is None else keys)
+
+
+_KEYS = {"metrics.json": ("spec",), "curve.json": ("spec", "rows")}
+RUN_KEYS = ("spec", "history", "final_test_acc", "best_test_acc", "final_train_loss", "density", "epochs")
 
 
 def runs_table(metrics_files: Iterable[str | Path]) -> pd.DataFrame:
     """One row per run: what defines it, its final and best accuracy, and its structure totals."""
     rows = []
     for f in metrics_files:
-        m = _read(f)
+        m = _read(f, RUN_KEYS)
         spec = m["spec"]
         row = {**spec, "label": label(spec["method"]), "density": float(spec["density"]), "seed": int(spec["seed"]),
                "actual_density": m["density"], "final_test_acc": m["final_test_acc"],
                "best_test_acc": m["best_test_acc"], "final_train_loss": m["final_train_loss"],
-               "epochs": m["epochs"], "topology": m.get("topology", "static"),
+               "epochs": m["epochs"], "diverged": bool(m.get("diverged", False)), "topology": m.get("topology", "static"),
                "freeze_epoch": m.get("topology_options", {}).get("freeze_epoch"), "path": str(Path(f).parent)}
         structure = Path(f).with_name("structure.json")
         if structure.exists():
@@ -45,7 +48,7 @@ def epochs_table(metrics_files: Iterable[str | Path]) -> pd.DataFrame:
     """One row per run and epoch, for curves over training."""
     rows = []
     for f in metrics_files:
-        m = _read(f)
+        m = _read(f, ("spec", "history"))
         for h in m["history"]:
             rows.append({**m["spec"], "label": label(m["spec"]["method"]), **h, "density": float(m["spec"]["density"]),
                          "actual_density": h["density"]})
@@ -56,7 +59,7 @@ def layers_table(structure_files: Iterable[str | Path]) -> pd.DataFrame:
     """One row per run and prunable layer, for per-layer widths and densities."""
     rows = []
     for f in structure_files:
-        s = _read(f)
+        s = _read(f, ("layers",))
         spec = _read(Path(f).with_name("metrics.json"))["spec"]
         for i, layer in enumerate(s["layers"]):
             rows.append({**spec, "label": label(spec["method"]), "layer_index": i,

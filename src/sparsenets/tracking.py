@@ -2,12 +2,18 @@
 
 One experiment per study, one run per training job. A job's run is found again by its `job` tag, so
 a rerun continues (after a resume) or replaces (after a fresh start) its own run: never two runs.
+Laid out for comparing in the UI (README, MLflow): each run nested under a parent run per method on a
+dataset and model (created by mlflow_init before the fan-out), named by what differs (`phew d0.018 s0`),
+with the nominal density as a param, the claims' numbers as final metrics, its dataset as an input, system
+metrics and its files as artifacts; a `summary` run per study holds the figures and claims.
 `Tracking` drives a job's run from a worker thread, so that MLflow's import and writes overlap training.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import os
+import re
 import subprocess
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -17,6 +23,8 @@ from urllib.parse import unquote, urlsplit
 
 URI_ENV = "SPARSENETS_TRACKING_URI"
 COMMIT_ENV = "SPARSENETS_GIT_COMMIT"
+OUTAGE_ENV = "SPARSENETS_TRACKING_OUTAGE_LIMIT_S"
+DEFAULT_OUTAGE_LIMIT_S = 600.0
 T = TypeVar("T")
 
 
@@ -30,18 +38,56 @@ def git_commit() -> str:
         return "unknown"
 
 
-def _retry(fn: Callable[[], T], attempts: int = 8) -> T:
-    """SQLite answers 'database is locked' under many writers: back off and try again."""
-    from mlflow.exceptions import MlflowException
+class TrackingOutage(RuntimeError):
+    """The tracking store stayed unreachable (or locked) for longer than the outage limit."""
 
-    for i in range(attempts):
+
+def outage_limit_s() -> float:
+    """How long a job keeps retrying an unreachable store: $SPARSENETS_TRACKING_OUTAGE_LIMIT_S
+    (config key `tracking.outage_limit_s`, exported by the workflow), 600 s by default."""
+    raw = os.environ.get(OUTAGE_ENV) or str(DEFAULT_OUTAGE_LIMIT_S)
+    try:
+        limit = float(raw)
+    except ValueError:
+        limit = -1.0
+    if not limit > 0:
+        raise ValueError(f"{OUTAGE_ENV} (tracking.outage_limit_s) must be a positive number of seconds, got {raw!r}")
+    return limit
+
+
+def _retry(fn: Callable[[], T]) -> T:
+    """Call `fn`, and call it again while the store is out (server down, SQLite locked) for up to the outage
+    limit. Every call it wraps is idempotent (metrics carry their own timestamp and step, so a resent batch
+    that had already arrived is not stored twice), so a retry after a lost answer does no harm."""
+    limit, t0 = None, time.monotonic()
+    for i in itertools.count():
         try:
             return fn()
-        except MlflowException as e:
-            if "database is locked" not in str(e) or i == attempts - 1:
+        except Exception as e:  # noqa: BLE001 - transient errors come in many types
+            if not _transient(e):
                 raise
-            time.sleep(0.5 * 2**i)
+            limit = limit or outage_limit_s()
+            if time.monotonic() - t0 > limit:
+                raise TrackingOutage(f"no answer for {limit:g} s, the outage limit (config key tracking.outage_limit_s, "
+                                     f"or ${OUTAGE_ENV}); last error: {type(e).__name__}: {e}") from None
+            time.sleep(min(0.25 * 2**i, 5.0))
     raise AssertionError("unreachable")
+
+
+def _transient(e: BaseException) -> bool:
+    """Errors a store recovers from: SQLite locked, a server that does not answer or answers 429/502/503/504,
+    a database connection lost (MLflow's TEMPORARILY_UNAVAILABLE, not raised for SQLite files)."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(e, (ConnectionError, TimeoutError, requests.ConnectionError, requests.Timeout)):
+        return True
+    if not isinstance(e, MlflowException):
+        return False
+    msg = str(e)
+    return ("database is locked" in msg or re.match(r"API request to \S+ failed with (timeout )?exception", msg) is not None
+            or re.search(r"failed with error code (429|502|503|504)\b", msg) is not None
+            or (e.error_code == "TEMPORARILY_UNAVAILABLE" and "sqlite" not in msg.lower()))
 
 
 def _artifact_root(uri: str) -> str | None:
@@ -51,11 +97,13 @@ def _artifact_root(uri: str) -> str | None:
     return None
 
 
-def init_store(uri: str, experiments: list[str]) -> None:
-    """Create the store (schema migration) and every experiment once, before jobs fan out.
+def init_store(uri: str, experiments: list[str], parents: list[str] | tuple[str, ...] = ()) -> None:
+    """Create the store (schema migration), every experiment and every parent run once, before jobs fan
+    out: many jobs starting at once then find their parent instead of racing to create it.
 
-    An unreachable store fails here within seconds: MLflow's own retries (meant for rate limits)
-    would keep the whole DAG waiting for minutes before saying so. Messages never show a password.
+    `parents`: study/dataset/model/method keys. An unreachable store fails here within seconds: MLflow's
+    own retries (meant for rate limits) would keep the whole DAG waiting for minutes before saying so.
+    Messages never show a password.
     """
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
@@ -65,14 +113,43 @@ def init_store(uri: str, experiments: list[str]) -> None:
     try:
         _probe(uri)
         client = MlflowClient(uri)
-        for name in experiments:
-            if client.get_experiment_by_name(name) is None:
-                client.create_experiment(name, artifact_location=_artifact_root(uri))
+        ids = {name: experiment_id(client, name, uri) for name in experiments}
+        for key in parents:
+            study = key.split("/")[0]
+            if study not in ids:
+                raise ValueError(f"parent run {key!r} names study {study!r}, which is not among the experiments "
+                                 f"{', '.join(experiments)}")
+            parent_run(client, ids[study], key)
     except MlflowException as e:
         raise RuntimeError(redact(f"cannot use the MLflow tracking store {uri}: {e}", uri)) from None
+    except ValueError:
+        raise
     except Exception as e:  # noqa: BLE001 - connection errors come in many types
         raise RuntimeError(redact(f"cannot reach the MLflow tracking store {uri} ({type(e).__name__}: {e}); "
                                   f"check tracking.uri in config.yaml or ${URI_ENV}", uri)) from None
+
+
+def experiment_id(client: Any, name: str, uri: str) -> str:
+    """The study's experiment, created if missing, tagged for MLflow's classic ML view and described."""
+    exp = _retry(lambda: client.get_experiment_by_name(name))
+    if exp is None:
+        try:
+            exp_id = _retry(lambda: client.create_experiment(name, artifact_location=_artifact_root(uri)))
+        except Exception:  # noqa: BLE001 - another job created it first: use that one
+            exp = _retry(lambda: client.get_experiment_by_name(name))
+            if exp is None:
+                raise
+            exp_id = exp.experiment_id
+    else:
+        exp_id = exp.experiment_id
+    tags = {**ML_VIEW, NOTE: f"Study {name}: one parent run per dataset, model and method (named by the method), "
+                             "with its density x seed runs nested under it (run names: method, density, seed; the "
+                             "job's path is the tag `job`). The run `summary` holds the study's figures and claims."}
+    have = dict(exp.tags) if exp is not None else {}
+    for k, v in tags.items():
+        if have.get(k) != v:
+            _retry(lambda: client.set_experiment_tag(exp_id, k, v))
+    return exp_id
 
 
 def _probe(uri: str, timeout: int = 10) -> None:
@@ -100,84 +177,282 @@ def redact(text: str, uri: str) -> str:
     return text.replace(password, "***").replace(unquote(password), "***")
 
 
+ML_VIEW = {"mlflow.experimentKind": "custom_model_development"}  # the UI's "Machine learning" kind (README, MLflow)
+NOTE = "mlflow.note.content"  # the description the UI shows on a run's or an experiment's page (markdown)
+PARENT = "mlflow.parentRunId"  # nests a run under another in the UI
+PARENT_KEY = "parent_key"  # on a parent run: study/dataset/model/method
+SYSTEM_METRICS_INTERVAL_S = 15.0  # one sample of CPU, memory, disk, network (and GPU): about 5 ms (README, MLflow)
+
+
+def run_name(method: str, density: str, seed: int | str, variant: str = "") -> str:
+    """What differs between runs first, so the UI's narrow name column shows it: `phew d0.018 s0`,
+    `imp reinit d0.25 s0`. The dataset and model are the parent's; the job's full path is the tag `job`."""
+    kind = f"{method} {variant}" if variant and variant != "original" else method
+    return f"{kind} d{density} s{seed}"
+
+
+def parent_run(client: Any, experiment_id: str, key: str) -> str:
+    """The one parent run of `key` (study/dataset/model/method), created if missing.
+
+    mlflow_init creates every parent before the jobs fan out; a job started without it creates its own,
+    and jobs that did so at once settle on the oldest (start time, then id), each deleting its own
+    loser (a child that picked a loser moves at its end: `RunTracker.finish`)."""
+    found = _parents(client, experiment_id, key)
+    if found:
+        return found[0]
+    study, dataset, model, method = key.split("/")
+    tags = {PARENT_KEY: key, "study": study, "dataset": dataset, "model": model, "method": method,
+            NOTE: f"Method `{method}` on {dataset}/{model} (study {study}): its runs at each density and seed are "
+                  "nested under this one."}
+    run = _retry(lambda: client.create_run(experiment_id, tags=tags, run_name=f"{method} {dataset}/{model}"))
+    _retry(lambda: client.set_terminated(run.info.run_id, "FINISHED"))
+    winner = _parents(client, experiment_id, key)[0]
+    if winner != run.info.run_id:
+        _retry(lambda: client.delete_run(run.info.run_id))
+    return winner
+
+
+def _parents(client: Any, experiment_id: str, key: str) -> list[str]:
+    """The live parent runs of `key`, oldest first (ties by id: every job picks the same)."""
+    runs = _retry(lambda: client.search_runs([experiment_id], f"tags.{PARENT_KEY} = '{key}'"))
+    return [r.info.run_id for r in sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))]
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """The first 16 hex digits of the file's SHA-256: MLflow's dataset digest (the same file, the same digest)."""
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()[:16]
+
+
 class RunTracker:
-    """The MLflow run of one job."""
+    """The MLflow run of one job, nested under its method's parent run."""
 
     def __init__(self, uri: str, experiment: str, job: str) -> None:
         from mlflow.tracking import MlflowClient
 
         self.client = MlflowClient(uri)
         self.uri, self.job = uri, job
-        exp = _retry(lambda: self.client.get_experiment_by_name(experiment))
-        if exp is None:
-            exp_id = _retry(lambda: self.client.create_experiment(experiment, artifact_location=_artifact_root(uri)))
-        else:
-            exp_id = exp.experiment_id
-        self.experiment_id = exp_id
+        self.experiment_id = experiment_id(self.client, experiment, uri)
         self.run_id: str | None = None
+        self.parent_key: str | None = None
+        self.parent_id: str | None = None
+        self.monitor: Any = None  # MLflow's system metrics sampler, while the run is open
         self.logged: set[int] = set()  # epochs already in the run: a resumed job logs each epoch once
 
-    def start(self, tags: Mapping[str, Any], params: Mapping[str, Any], resume_run_id: str | None = None) -> str:
-        """Continue `resume_run_id` if it is alive; else replace every earlier run of this job."""
+    def start(self, tags: Mapping[str, Any], params: Mapping[str, Any], resume_run_id: str | None = None, *,
+              name: str | None = None, note: str = "", parent: str | None = None, start_ms: int | None = None,
+              device: str = "cpu") -> str:
+        """Continue `resume_run_id` if it is alive; else replace every earlier run of this job.
+
+        `parent`: the study/dataset/model/method key of the parent run; `start_ms`: when the job started
+        (the worker gets here after MLflow's import, possibly after the first epochs); `device`: whose memory
+        the system metrics sample besides the host's."""
         from mlflow.entities import Param
 
+        self.parent_key = parent
+        self.parent_id = parent_run(self.client, self.experiment_id, parent) if parent else None
         if resume_run_id and self._alive(resume_run_id):
             self.run_id = resume_run_id
             _retry(lambda: self.client.update_run(resume_run_id, status="RUNNING"))
             history = _retry(lambda: self.client.get_metric_history(resume_run_id, "test_acc"))
             self.logged = {m.step for m in history}
+            self._start_system_metrics(device, resume=True)
             return resume_run_id
         for old in self._runs_of_job():
             _retry(lambda: self.client.delete_run(old))
-        all_tags = {"job": self.job, "mlflow.runName": self.job, "git_commit": git_commit(),
+        commit = git_commit()
+        all_tags = {"job": self.job, "mlflow.runName": name or self.job, "git_commit": commit,
+                    "mlflow.source.git.commit": commit, NOTE: note, **({PARENT: self.parent_id} if parent else {}),
                     **{k: str(v) for k, v in tags.items()}}
-        run = _retry(lambda: self.client.create_run(self.experiment_id, run_name=self.job,
+        run = _retry(lambda: self.client.create_run(self.experiment_id, start_time=start_ms, run_name=name or self.job,
                                                     tags=all_tags))
         self.run_id = run.info.run_id
+        for twin in set(self._runs_of_job()) - {self.run_id}:  # created by a retry whose answer was lost
+            _retry(lambda: self.client.delete_run(twin))
         plist = [Param(k, str(v)[:6000]) for k, v in params.items()]
         for i in range(0, len(plist), 100):
             _retry(lambda: self.client.log_batch(self.run_id, params=plist[i:i + 100]))
         self.logged = set()
+        self._start_system_metrics(device, resume=False)
         return self.run_id
 
-    def log_epoch(self, row: Mapping[str, Any], step: int) -> None:
-        """One batch per epoch (many writers locking SQLite per value fail; batches do not)."""
+    def log_epoch(self, row: Mapping[str, Any], step: int, timestamp_ms: int | None = None) -> None:
+        """One batch per epoch (many writers locking SQLite per value fail; batches do not), stamped with
+        the time the epoch ended. The mask's density is not a curve: it is the final metric actual_density."""
         from mlflow.entities import Metric
 
         if step in self.logged:
             return
-        now = int(time.time() * 1000)
-        metrics = [Metric(k, float(v), now, step) for k, v in row.items() if k != "epoch" and _is_number(v)]
+        now = timestamp_ms or int(time.time() * 1000)
+        metrics = [Metric(k, float(v), now, step) for k, v in row.items()
+                   if k not in ("epoch", "density") and _is_number(v)]
         _retry(lambda: self.client.log_batch(self.run_id, metrics=metrics))
         self.logged.add(step)
 
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Tags learnt after the start (e.g. `damaged_checkpoint`: a checkpoint the job set aside)."""
+        for k, v in tags.items():
+            _retry(lambda: self.client.set_tag(self.run_id, k, str(v)))
+
     def log_summary(self, values: Mapping[str, float]) -> None:
+        """Final metrics (step 0); values that are not finite numbers are left out."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        metrics = [Metric(k, float(v), now, 0) for k, v in values.items()]
-        _retry(lambda: self.client.log_batch(self.run_id, metrics=metrics))
+        # a job killed after logging them, before removing its checkpoint, resumes here: log each once
+        have = _retry(lambda: self.client.get_run(self.run_id)).data.metrics
+        metrics = [Metric(k, float(v), now, 0) for k, v in values.items() if _is_number(v) and have.get(k) != float(v)]
+        if metrics:
+            _retry(lambda: self.client.log_batch(self.run_id, metrics=metrics))
+
+    def log_dataset(self, path: str | os.PathLike, name: str, sizes: Mapping[str, int]) -> None:
+        """The run's dataset as an MLflow input: its name, the digest of its file, its file and split sizes."""
+        import json
+
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+        from mlflow.exceptions import MlflowException
+
+        source = json.dumps({"uri": Path(path).resolve().as_uri(), **sizes})
+        ds = Dataset(name=name, digest=file_digest(path), source_type="local", source=source,
+                     profile=json.dumps(dict(sizes)))
+        inputs = [DatasetInput(ds, [InputTag("mlflow.data.context", "training")])]
+        for attempt in range(5):  # jobs logging the same dataset at once race to insert it: the loser tries again
+            try:                  # and finds it (MLflow looks a dataset up by experiment, name and digest first)
+                return _retry(lambda: self.client.log_inputs(self.run_id, datasets=inputs))
+            except MlflowException as e:
+                if attempt == 4 or not re.search(r"UNIQUE constraint failed|duplicate key", str(e)):
+                    raise
+                time.sleep(0.1 * (attempt + 1))
 
     def log_artifacts(self, paths: list[str | os.PathLike]) -> None:
         for p in paths:
             _retry(lambda: self.client.log_artifact(self.run_id, str(p)))
 
     def finish(self, status: str = "FINISHED") -> None:
-        if self.run_id is not None:
-            _retry(lambda: self.client.set_terminated(self.run_id, status=status))
+        """Stop the system metrics (their last window logged), settle the parent, end the run now."""
+        if self.run_id is None:
+            return
+        if self.monitor is not None:
+            self.monitor.finish()
+            self.monitor = None
+        if self.parent_key:
+            winner = _parents(self.client, self.experiment_id, self.parent_key)
+            if winner and winner[0] != self.parent_id:  # another job's parent won a race (parent_run)
+                _retry(lambda: self.client.set_tag(self.run_id, PARENT, winner[0]))
+        _retry(lambda: self.client.set_terminated(self.run_id, status=status, end_time=int(time.time() * 1000)))
+
+    def _start_system_metrics(self, device: str, resume: bool) -> None:
+        self.monitor = system_metrics(self.run_id, self.uri, device, resume)
+        self.monitor.start()
 
     def _alive(self, run_id: str) -> bool:
         from mlflow.exceptions import MlflowException
 
         try:
-            run = self.client.get_run(run_id)
-        except MlflowException:
+            run = _retry(lambda: self.client.get_run(run_id))
+        except MlflowException:  # deleted for good, or another store: not an outage (_retry waits those out)
             return False
         return run.info.lifecycle_stage == "active" and run.data.tags.get("job") == self.job
 
     def _runs_of_job(self) -> list[str]:
         runs = _retry(lambda: self.client.search_runs([self.experiment_id], f"tags.job = '{self.job}'"))
         return [r.info.run_id for r in runs]
+
+
+def system_metrics(run_id: str, uri: str, device: str = "cpu", resume: bool = False,
+                   interval_s: float = SYSTEM_METRICS_INTERVAL_S) -> Any:
+    """MLflow's system metrics sampler for a run (needs psutil; NVIDIA GPUs through nvidia-ml-py when it is
+    installed, else this job's own CUDA memory through torch), which also logs the window a short run ends in."""
+    from mlflow.system_metrics.metrics.base_metrics_monitor import BaseMetricsMonitor
+    from mlflow.system_metrics.metrics.gpu_monitor import GPUMonitor
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    class CudaMemory(BaseMetricsMonitor):
+        """This process's memory on its CUDA device (MLflow's GPU monitor needs nvidia-ml-py)."""
+
+        def __init__(self, index: int) -> None:
+            super().__init__()
+            self.index = index
+
+        def collect_metrics(self) -> None:
+            import torch
+
+            self._metrics[f"gpu_{self.index}_memory_allocated_megabytes"].append(
+                torch.cuda.memory_allocated(self.index) / 1e6)
+            self._metrics[f"gpu_{self.index}_memory_reserved_megabytes"].append(
+                torch.cuda.memory_reserved(self.index) / 1e6)
+
+        def aggregate_metrics(self) -> dict[str, float]:
+            return {k: round(sum(v) / len(v), 1) for k, v in self._metrics.items()}
+
+    class Monitor(SystemMetricsMonitor):
+        def finish(self) -> None:
+            """Stop sampling, then log the window the run's end cut short (all of a run shorter than
+            one interval): MLflow's own finish drops it."""
+            if self._process is None:
+                return
+            self._shutdown_event.set()
+            self._process.join()
+            self._process = None
+            self.collect_metrics()
+            self.publish_metrics(self.aggregate_metrics())
+            _retry(self.mlflow_logger.flush)
+
+    monitor = Monitor(run_id, sampling_interval=interval_s, resume_logging=resume, tracking_uri=uri)
+    if device.startswith("cuda") and not any(isinstance(m, GPUMonitor) for m in monitor.monitors):
+        import torch
+
+        monitor.monitors.append(CudaMemory(torch.device(device).index or 0))
+    return monitor
+
+
+def summary_run(uri: str, study: str, figures: list[str | os.PathLike], claims_md: str | os.PathLike) -> str:
+    """The study's `summary` run: its figures and claims.md as artifacts, its rows of the verdict table as
+    the run's description. A rerun replaces it (found again by its `summary` tag; only training runs have a
+    `job` tag)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = experiment_id(client, study, uri)
+
+    def runs_of_job() -> list[str]:
+        return [r.info.run_id for r in _retry(lambda: client.search_runs([exp], f"tags.summary = '{study}'"))]
+
+    for old in runs_of_job():
+        _retry(lambda: client.delete_run(old))
+    rows = [line for line in Path(claims_md).read_text().splitlines()
+            if line.startswith(("| Study |", "|---|")) or line.startswith(f"| {study} |")]
+    note = (f"The figures of study {study} and the claims judged on it (claims.md in the artifacts holds the numbers "
+            "behind each verdict and how each claim is tested).\n\n" + "\n".join(rows))[:7900]
+    commit = git_commit()
+    tags = {"summary": study, "study": study, NOTE: note, "git_commit": commit, "mlflow.source.git.commit": commit}
+    run_id = _retry(lambda: client.create_run(exp, run_name="summary", tags=tags)).info.run_id
+    for twin in set(runs_of_job()) - {run_id}:  # created by a retry whose answer was lost
+        _retry(lambda: client.delete_run(twin))
+    for f in figures:
+        _retry(lambda: client.log_artifact(run_id, str(f), artifact_path="figures"))
+    _retry(lambda: client.log_artifact(run_id, str(claims_md)))
+    _retry(lambda: client.set_terminated(run_id, "FINISHED"))
+    return run_id
+
+
+def log_to_job_run(uri: str, experiment: str, job: str, values: Mapping[str, float]) -> str | None:
+    """Final metrics measured after a job's training (its sensitivity areas) onto that job's run, found by
+    its `job` tag; None when the store has no such run. Stamped at time 0 and step 0, so a rerun that
+    logs the same values again adds no row."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = _retry(lambda: client.get_experiment_by_name(experiment))
+    runs = _retry(lambda: client.search_runs([exp.experiment_id], f"tags.job = '{job}'")) if exp else []
+    if not runs:
+        return None
+    metrics = [Metric(k, float(v), 0, 0) for k, v in values.items() if _is_number(v)]
+    _retry(lambda: client.log_batch(runs[0].info.run_id, metrics=metrics))
+    return runs[0].info.run_id
 
 
 def _is_number(v: Any) -> bool:
@@ -187,32 +462,55 @@ def _is_number(v: Any) -> bool:
 class Tracking:
     """A job's MLflow run, driven from one worker thread, so that MLflow's import (about 2 s), its store
     and every write overlap training instead of delaying it. Calls return at once (a Future) and run in
-    order; `close` waits for them all and raises the first failure. Without a URI nothing is tracked."""
+    order; `close` waits for them all and raises the first failure. Without a URI nothing is tracked.
+
+    While the store is out (a tracking server restarting), the worker retries the call at the head of the
+    queue and the calls behind it wait their turn: training goes on, nothing is lost or logged twice. Past
+    the outage limit (`outage_limit_s`) the job fails, naming the store and the limit."""
 
     def __init__(self, uri: str | None, experiment: str, job: str) -> None:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="mlflow") if uri else None
         self._calls: list[Future] = []
+        self._uri = uri or ""
+        self._outage: TrackingOutage | None = None  # once past the limit, every later call fails at once
         if self._pool is not None:
-            self._tracker = self._pool.submit(RunTracker, uri, experiment, job)
+            outage_limit_s()  # a bad limit fails the job now, not in the middle of an outage
+            if urlsplit(self._uri).scheme in ("http", "https"):  # our retries, not MLflow's 4-minute backoff:
+                os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # resume as soon as it is back
+            self._tracker = self._pool.submit(self._named, RunTracker, uri, experiment, job)
             self._calls.append(self._tracker)
 
+    def _named(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """`fn(*args, **kwargs)`, an outage past the limit reported with the store's URI (never its password)."""
+        if self._outage is not None:
+            raise self._outage
+        try:
+            return fn(*args, **kwargs)
+        except TrackingOutage as e:
+            self._outage = TrackingOutage(redact(f"the MLflow tracking store {self._uri} is out: {e}", self._uri))
+            raise self._outage from None
+
     def __call__(self, method: str, *args: Any, **kwargs: Any) -> Future | None:
-        """Queue `RunTracker.<method>(*args, **kwargs)`."""
+        """Queue `RunTracker.<method>(*args, **kwargs)`; after an outage past the limit, raise it (the job fails)."""
         if self._pool is None:
             return None
-        call = self._pool.submit(lambda: getattr(self._tracker.result(), method)(*args, **kwargs))
+        if self._outage is not None:
+            raise self._outage
+        call = self._pool.submit(lambda: self._named(getattr(self._tracker.result(), method), *args, **kwargs))
         self._calls.append(call)
         return call
 
     def close(self, status: str) -> None:
         if self._pool is None:
             return
-        self("finish", status)
         try:
+            if self._outage is None:
+                self("finish", status)
             for call in self._calls:
                 call.result()
         finally:
             self._pool.shutdown()
 
 
-__all__ = ["RunTracker", "Tracking", "git_commit", "init_store", "redact"]
+__all__ = ["RunTracker", "Tracking", "TrackingOutage", "git_commit", "init_store", "log_to_job_run", "outage_limit_s",
+           "parent_run", "redact", "run_name", "summary_run", "system_metrics"]

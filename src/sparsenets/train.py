@@ -6,6 +6,7 @@ same batches an uninterrupted one would.
 """
 from __future__ import annotations
 
+import copy
 import math
 import os
 import time
@@ -82,12 +83,17 @@ def prefers_channels_last(device: torch.device) -> bool:
 class NumericalError(RuntimeError):
     """The loss became NaN or infinite: the run stops, keeping its last good checkpoint."""
 
+    def __init__(self, message: str, epoch: int = 0) -> None:
+        super().__init__(message)
+        self.epoch = epoch  # the epoch (from 1) whose training loss was not finite
+
 
 @dataclass
 class Result:
     history: list[dict[str, Any]] = field(default_factory=list)
     mask: Mask | None = None
     resumed_from: int = 0  # epochs already done when this process started
+    diverged: str = ""  # why the run stopped early (a non-finite loss); "" for a run that finished
 
     @property
     def final(self) -> dict[str, Any]:
@@ -205,12 +211,13 @@ def _check_finite(train_loss: float, epoch: int) -> None:
     """Stop before a diverged epoch overwrites the last good checkpoint."""
     if not math.isfinite(train_loss):
         raise NumericalError(f"training loss is {train_loss} in epoch {epoch + 1}; "
-                             f"the last good checkpoint (epoch {epoch}) is kept")
+                             f"the last good checkpoint (epoch {epoch}) is kept", epoch=epoch + 1)
 
 
 @dataclass
 class _Checkpoint:
-    """Everything a run needs to continue bit-identically, in one file written after each epoch.
+    """Everything a run needs to continue bit-identically, in one file written after each epoch; the one
+    before it is kept too (`previous_checkpoint`), so a damaged checkpoint costs an epoch, not the run.
 
     `key` names what defines the run: a checkpoint with another key is another run's, and is not resumed.
     """
@@ -223,28 +230,101 @@ class _Checkpoint:
     generator: torch.Generator
 
     def resume(self, extra_state: dict[str, Any] | None, log: Callable[[str], None]) -> Result:
-        """Load this run's checkpoint, if there is one, into the parts and `extra_state`; the history so far."""
-        if self.path is None or not Path(self.path).exists():
-            return Result()
-        state = torch.load(self.path, map_location=next(self.model.parameters()).device, weights_only=False)
-        if state.get("key") != self.key:
-            log(f"ignoring {self.path}: it belongs to another run")
-            return Result()
+        """Load this run's newest good checkpoint, if any, into the parts and `extra_state`; the history so far.
+        One that reads but does not fit the parts is set aside like a damaged file, and the next one tried."""
+        initial = None
+        device = next(self.model.parameters()).device
+        while self.path is not None and (found := read_checkpoint(self.path, self.key, log, device)) is not None:
+            file, state = found
+            initial = initial or self._parts()
+            try:
+                self._load(state)
+            except Exception as e:  # noqa: BLE001 - whatever does not fit: this file is not resumable
+                self._load(initial)
+                set_aside(file, f"it does not fit this run ({type(e).__name__}: {e})", log)
+                continue
+            if extra_state is not None:
+                extra_state.update(state.get("extra", {}))
+            log(f"resuming from {file} after epoch {state['epoch']}")
+            return Result(history=state["history"], resumed_from=state["epoch"])
+        return Result()
+
+    def _parts(self) -> dict[str, Any]:
+        """A copy of the parts' state as a checkpoint holds it (to undo a load that failed half-way)."""
+        return copy.deepcopy({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                              "topology": self.topo.state_dict(), "generator": self.generator.get_state()})
+
+    def _load(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.topo.load_state_dict(state["topology"])
         self.generator.set_state(state["generator"])
-        if extra_state is not None:
-            extra_state.update(state.get("extra", {}))
-        log(f"resuming from {self.path} after epoch {state['epoch']}")
-        return Result(history=state["history"], resumed_from=state["epoch"])
 
     def save(self, epoch: int, history: list[dict[str, Any]], extra_state: dict[str, Any] | None) -> None:
         if self.path is not None:
+            if Path(self.path).exists():  # the last checkpoint becomes the previous one
+                os.replace(self.path, previous_checkpoint(self.path))
             atomic_save({"key": self.key, "epoch": epoch, "model": self.model.state_dict(),
                          "optimizer": self.optimizer.state_dict(), "topology": self.topo.state_dict(),
                          "generator": self.generator.get_state(), "history": history,
                          "extra": extra_state or {}}, self.path)
+
+
+CHECKPOINT_KEYS = ("key", "epoch", "model", "optimizer", "topology", "generator", "history")
+
+
+def previous_checkpoint(path: str | Path) -> Path:
+    """Where the checkpoint before `path` is kept: checkpoint.pt -> checkpoint.prev.pt."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def damaged_checkpoint(path: str | Path) -> Path:
+    """Where a damaged checkpoint is moved aside to: checkpoint.pt -> checkpoint.pt.damaged."""
+    return Path(f"{path}.damaged")
+
+
+def read_checkpoint(path: str | Path, key: str, log: Callable[[str], None], map_location: torch.device | str = "cpu",
+                    damaged: list[Path] | None = None) -> tuple[Path, dict[str, Any]] | None:
+    """(file, state) of the newest readable checkpoint of run `key` (`path`, else the previous one), or None.
+
+    A file that does not load is moved aside (`damaged_checkpoint`) and named in the log, so a rerun goes on
+    from the previous checkpoint or from scratch with no manual step; a checkpoint of another run is ignored.
+    Each file moved aside is appended to `damaged`.
+    """
+    damaged = [] if damaged is None else damaged
+    for file in (Path(path), previous_checkpoint(path)):
+        if not file.exists():
+            continue
+        try:
+            state = torch.load(file, map_location=map_location, weights_only=False)
+            lacking = [k for k in CHECKPOINT_KEYS if k not in state]
+        except Exception as e:  # noqa: BLE001 - truncated, zeroed or foreign: all are damaged
+            damaged.append(set_aside(file, f"{type(e).__name__}: {str(e).strip()[:200]}", log))
+            continue
+        if lacking:
+            damaged.append(set_aside(file, f"it lacks {', '.join(lacking)}", log))
+            continue
+        if state["key"] != key:
+            log(f"ignoring {file}: it belongs to another run")
+            return None
+        return file, state
+    return None
+
+
+def set_aside(file: Path, reason: str, log: Callable[[str], None]) -> Path:
+    """Move a damaged checkpoint out of the way (kept for a post-mortem), say so, and return where it went."""
+    aside = damaged_checkpoint(file)
+    os.replace(file, aside)
+    log(f"damaged checkpoint {file} ({reason}): moved it aside to {aside}; going on from the previous "
+        "checkpoint, or from scratch if there is none")
+    return aside
+
+
+def remove_checkpoints(path: str | Path) -> None:
+    """A finished run needs neither its checkpoint nor the one before (damaged ones stay, for a post-mortem)."""
+    for file in (Path(path), previous_checkpoint(path)):
+        file.unlink(missing_ok=True)
 
 
 @torch.no_grad()

@@ -13,8 +13,12 @@ rule sensitivity:
     log:
         PATHS("curve_log", run=RUN),
     threads: config["threads_per_job"]
+    group:
+        "curves"  # on a cluster many curves share one allocation (group-components in the slurm profile)
     resources:
         gpu=config["gpus_per_job"],
+        gpu_slots=gpu_slots,
+        cpus_per_task=gpu_job_cpus,
     params:
         **params("sensitivity", CURVE, "fractions", "run_dir", "device", "precision"),
     shell:
@@ -36,5 +40,7 @@ rule table:
         PATHS("table_log"),
     wildcard_constraints:
         kind="|".join(grid.TABLES),
+    group:
+        "tables"
     shell:
         "{PY} -m sparsenets table --kind {wildcards.kind} --out {output} {input} > {log} 2>&1"

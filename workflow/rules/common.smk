@@ -6,12 +6,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 import sparsenets.study as grid  # src/sparsenets/study.py: expand(config) -> every job of the preset
+from sparsenets.configcheck import ConfigError, explain
 
 
-validate(config, "../schemas/config.schema.yaml")
+try:
+    validate(config, "../schemas/config.schema.yaml")  # also fills in the schema's defaults
+except WorkflowError:  # its report is the whole schema (or config): name the key, value and what is allowed
+    raise ConfigError(explain(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml")) from None
 
 PY = sys.executable  # the interpreter running snakemake: the project's venv
 PATHS = grid.Paths(config["results_dir"], config["data_dir"])  # PATHS("mask", run=RUN): a rule's pattern
@@ -43,6 +48,9 @@ TRACKING_URI = (
 )
 # Jobs read these from the environment, so changing them reruns nothing.
 os.environ["SPARSENETS_TRACKING_URI"] = TRACKING_URI
+os.environ.setdefault(
+    "SPARSENETS_TRACKING_OUTAGE_LIMIT_S", str(config.get("tracking", {}).get("outage_limit_s", 600))
+)
 if "SPARSENETS_GIT_COMMIT" not in os.environ:
     _git = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=workflow.basedir, capture_output=True, text=True
@@ -52,6 +60,7 @@ if "SPARSENETS_GIT_COMMIT" not in os.environ:
 
 envvars:
     "SPARSENETS_TRACKING_URI",
+    "SPARSENETS_TRACKING_OUTAGE_LIMIT_S",
     "SPARSENETS_GIT_COMMIT",
 
 
@@ -66,6 +75,18 @@ wildcard_constraints:
 
 
 RUN = grid.Run.pattern()  # {dataset}/{model}/{method}/d{density}/s{seed}
+
+
+def gpu_slots(w):
+    """The GPU slots a job of this model takes (runs_per_gpu; sparsenets.study.gpu_share): `--resources
+    gpu_slots=N*S` lets N GPUs run S slots' worth of jobs each. Nothing on a CPU-only setup (gpus_per_job 0)."""
+    return grid.gpu_share(config, w.model)[0] if config["gpus_per_job"] else 0
+
+
+def gpu_job_cpus(w, threads):
+    """SLURM's --cpus-per-task of a GPU job: its torch threads and one more for the thread that feeds MLflow
+    (the GPU step itself needs the main thread)."""
+    return threads + 1 if config["gpus_per_job"] else threads
 
 
 def job_of(kinds, pattern):

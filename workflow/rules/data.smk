@@ -1,4 +1,8 @@
 # Stage 1: datasets. data/{dataset}.npz is an open format: a file already there is used as it is.
+# On a cluster both run where snakemake runs (the login node): compute nodes often have no internet.
+localrules:
+    dataset,
+    mlflow_init,
 
 
 rule dataset:
@@ -11,13 +15,14 @@ rule dataset:
 
 
 rule mlflow_init:
-    # Creates the store and experiments once, before the jobs fan out (parallel migrations fail).
+    # Creates the store, the experiments and every method's parent run once, before the jobs fan out
+    # (parallel migrations fail; jobs starting at once would race to create a parent).
     output:
         PATHS("tracking"),
     log:
         PATHS("tracking_log"),
     params:
-        **params("mlflow_init", PATHS("tracking"), "experiments"),
+        **params("mlflow_init", PATHS("tracking"), "experiments", "parents"),
     shell:
-        "{PY} -m sparsenets mlflow-init --experiments {params.experiments} "
+        "{PY} -m sparsenets mlflow-init --experiments {params.experiments} --parents {params.parents} "
         "--out {output} > {log} 2>&1"

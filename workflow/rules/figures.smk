@@ -22,6 +22,8 @@ rule figure:
         pdf=PATHS("figure", ext="pdf"),
     log:
         PATHS("figure_log"),
+    group:
+        "figures"
     params:
         **params("figure", FIGURE, "options"),
     shell:
@@ -41,8 +43,28 @@ rule claims:
         csv=report(PATHS("claims", ext="csv"), caption="../report/claims.rst", category="Claims"),
     log:
         PATHS("claims_log"),
+    group:
+        "figures"
     params:
         **params("claims", CLAIMS, "studies", "options"),
     shell:
         "{PY} -m sparsenets claims {params.studies} --preset {config[preset]} --options '{params.options}' "
         "--md {output.md} --csv {output.csv} > {log} 2>&1"
+
+
+SUMMARY = PATHS("summary")
+
+
+rule mlflow_summary:
+    # Each study's figures and claims.md on its MLflow summary run, once the claims are judged.
+    input:
+        lookup("mlflow_summary", SUMMARY, "inputs", "figures"),
+        claims=lookup("mlflow_summary", SUMMARY, "inputs", "claims"),
+    output:
+        SUMMARY,
+    log:
+        PATHS("summary_log"),
+    params:
+        **params("mlflow_summary", SUMMARY, "studies"),
+    shell:
+        "{PY} -m sparsenets mlflow-summary {params.studies} --claims {input.claims} --out {output} > {log} 2>&1"

@@ -6,20 +6,25 @@ MASK = PATHS("mask", run=RUN)
 
 rule mask:
     input:
-        **inputs("mask", MASK, "data"),
+        **inputs("mask", MASK, "data", "previous"),  # previous: a nested method's next sparser mask (phew-res)
     output:
         MASK,
     log:
         PATHS("mask_log", run=RUN),
     threads: config["threads_per_job"]
+    group:
+        "masks"  # on a cluster many masks share one allocation (group-components in the slurm profile)
     resources:
         gpu=config["gpus_per_job"],  # data-dependent methods and SynFlow run on the job's device
+        gpu_slots=gpu_slots,
+        cpus_per_task=gpu_job_cpus,
     params:
         **params("mask", MASK, "options", "device"),
     shell:
         "{PY} -m sparsenets mask --dataset {wildcards.dataset} --data {input.data} --model {wildcards.model} "
         "--method {wildcards.method} --density {wildcards.density} --seed {wildcards.seed} "
-        "--options '{params.options}' --device {params.device} --threads {threads} --out {output} > {log} 2>&1"
+        "--options '{params.options}' --previous '{input.previous}' --device {params.device} --threads {threads} "
+        "--out {output} > {log} 2>&1"
 
 
 IMP_MASK = PATHS("mask", run=grid.Run.pattern(method="imp"))

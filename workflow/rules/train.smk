@@ -6,7 +6,7 @@ REINIT = grid.Run.pattern(variant="reinit")  # {dataset}/{model}/{method}/d{dens
 # What a scheduler reserves per training job: SLURM's --gpus, --time and --mem; locally the gpu
 # count only bounds parallel jobs under `--resources gpu=N` (each job then claims its own device).
 TRAINING_RESOURCES = dict(
-    gpu=config["gpus_per_job"], runtime=PRESET["minutes_per_training_job"], mem_mb=8000
+    gpu=config["gpus_per_job"], gpu_slots=gpu_slots, cpus_per_task=gpu_job_cpus, runtime=PRESET["minutes_per_training_job"], mem_mb=8000
 )
 TRAINING_PARAMS = ("recipe", "topology", "options", "device", "out_dir", "rewind")
 
@@ -57,6 +57,30 @@ use rule train as train_dense with:
     wildcard_constraints:
         method="random",
         density=grid.DENSE,
+
+
+PRUNE = grid.Run.pattern(variant="prune")  # {dataset}/{model}/{method}/d{density}/prune/s{seed}: method mag
+PRUNE_METRICS = run_outputs(PRUNE)["metrics"]
+
+
+rule train_prune:
+    # mag's pruning phase: the dense run's weights pruned gradually by magnitude while training (cubic schedule).
+    input:
+        **inputs("train_prune", PRUNE_METRICS, "data", "mask", "init"),
+        tracking=ancient(rules.mlflow_init.output[0]),
+    output:
+        **run_outputs(PRUNE),
+    log:
+        PATHS("run_log", run=PRUNE),
+    threads: config["threads_per_job"]
+    resources:
+        **TRAINING_RESOURCES,
+    params:
+        **params("train_prune", PRUNE_METRICS, *TRAINING_PARAMS),
+    wildcard_constraints:
+        method=grid.MAG,
+    shell:
+        train_shell("prune")
 
 
 REINIT_METRICS = run_outputs(REINIT)["metrics"]

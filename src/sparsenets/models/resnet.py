@@ -1,6 +1,9 @@
 """CIFAR ResNets: ResNet-18 (3x3 stride-1 stem, no max-pool) and ResNet-20 (16/32/64 channels).
 
 Both use 1x1-conv projection shortcuts where the shape changes and identity shortcuts elsewhere.
+The global average pool makes them take any image size: `resnet18-tin` is ResNet-18 on 64x64
+Tiny-ImageNet (an 8x8 map before the pool) with PHEW's Tiny-ImageNet init, Kaiming-normal fan_out
+for every conv and the linear layer.
 """
 from __future__ import annotations
 
@@ -26,6 +29,8 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
+    kaiming_mode = "fan_in"  # init_weights' Kaiming mode; resnet18-tin sets fan_out
+
     def __init__(self, widths: list[int], blocks: list[int], num_classes: int, in_channels: int) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
@@ -54,3 +59,9 @@ def resnet18(num_classes: int = 10, in_channels: int = 3) -> ResNet:
 
 def resnet20(num_classes: int = 10, in_channels: int = 3) -> ResNet:
     return ResNet([16, 32, 64], [3, 3, 3], num_classes, in_channels)
+
+
+def resnet18_tin(num_classes: int = 200, in_channels: int = 3) -> ResNet:
+    model = resnet18(num_classes, in_channels)
+    model.kaiming_mode = "fan_out"
+    return model

@@ -25,6 +25,7 @@ class PruneInputs:
     # n -> (x, y): n training images (normalised, on the model's device) drawn with `generator`
     batches: Callable[[int], tuple[Tensor, Tensor]] | None = None
     options: dict[str, Any] = field(default_factory=dict)  # method knobs from config
+    start: Mask | None = None  # a nested method's next sparser mask, which it grows from (phew-res)
 
 
 Builder = Callable[[nn.Module, float, PruneInputs], Mask]
@@ -36,15 +37,17 @@ class Method:
     build: Builder
     needs_data: bool = False  # reads training images (snip, grasp)
     fresh_weights: bool = False  # train from a new init, not the one the mask was built on
+    nested: bool = False  # grows from its next sparser mask (PruneInputs.start): a chain of densities
 
 
 METHODS: dict[str, Method] = {}
 _MODULES = ["random", "magnitude", "snip", "grasp", "synflow", "phew"]
 
 
-def register(name: str, *, needs_data: bool = False, fresh_weights: bool = False) -> Callable[[Builder], Builder]:
+def register(name: str, *, needs_data: bool = False, fresh_weights: bool = False,
+             nested: bool = False) -> Callable[[Builder], Builder]:
     def deco(fn: Builder) -> Builder:
-        METHODS[name] = Method(name, fn, needs_data, fresh_weights)
+        METHODS[name] = Method(name, fn, needs_data, fresh_weights, nested)
         return fn
 
     return deco
@@ -68,6 +71,9 @@ def build_mask(method: str, model: nn.Module, density: float, inputs: PruneInput
     m = get_method(method)
     if m.needs_data and inputs.batches is None:
         raise ValueError(f"pruning method {method!r} needs training data, but none was given")
+    if inputs.start is not None and not m.nested:
+        raise ValueError(f"pruning method {method!r} builds every density on its own; it cannot grow from a "
+                         "sparser mask (only nested methods, such as phew-res, do)")
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     was_training = model.training
     try:

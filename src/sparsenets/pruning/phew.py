@@ -7,6 +7,9 @@ where the one-walk-at-a-time algorithm stops: after the first walk (in walk orde
 weights, those neither kept already nor kept by an earlier walk of the batch, reach the budget.
 Walk n is forward from input channel (n/2 mod C_in) if n is even, else backward from output class
 ((n-1)/2 mod classes).
+
+`phew-res` (PHEW's nested variant) grows each density's mask from the next sparser one, so a seed's masks
+are nested along its densities; its mask jobs form a chain from the sparsest density up (sparsenets.study).
 """
 from __future__ import annotations
 
@@ -151,12 +154,38 @@ def take_walks(kept: Tensor, walk: Tensor, ids: Tensor, walks: int, need: int) -
 def phew(model: nn.Module, density: float, inputs: PruneInputs) -> Mask:
     """Option `walkers` (default 16384): walks drawn per batch. It trades memory for speed; the rule
     and the distribution of the mask do not depend on it, but the draws (so the mask) do."""
+    return _grow(model, density, inputs, None)
+
+
+@register("phew-res", nested=True)
+def phew_res(model: nn.Module, density: float, inputs: PruneInputs) -> Mask:
+    """PHEW's nested variant (the reference code's PHEW_Res): densities are built from the sparsest up, and
+    each one's walks start from the next sparser mask (`inputs.start`) and only add weights, so every mask of
+    the chain holds the sparser ones. As in the reference, the walk count restarts (walk 0 leaves input
+    channel 0) while the randomness continues: the sparser mask hands on `next_seed`, drawn from its stream
+    after its last walk. Without `start` (the sparsest density) it is `phew` itself."""
+    start = inputs.start
+    if start is not None:
+        if "next_seed" not in start.meta:
+            raise ValueError("phew-res: the sparser mask it grows from has no next_seed; build it with phew-res")
+        inputs.generator.manual_seed(int(start.meta["next_seed"]))
+    mask = _grow(model, density, inputs, start)
+    mask.meta["next_seed"] = int(torch.randint(2**62, (1,), generator=inputs.generator))  # a denser one goes on
+    return mask
+
+
+def _grow(model: nn.Module, density: float, inputs: PruneInputs, start: Mask | None) -> Mask:
+    """Walks added to `start` (or to an empty mask) until exactly `density` of the weights are kept."""
     walker = Walker(model, inputs.input_shape)
     half = max(1, int(inputs.options.get("walkers", 16384)) // 2)
     device = next(iter(prunable(model).values())).device
     budget = keep_count(density, walker.total)
-    kept = torch.zeros(walker.total, dtype=torch.bool, device=device)
-    walks = count = 0
+    kept = _flat(start, model, device) if start is not None else torch.zeros(
+        walker.total, dtype=torch.bool, device=device)
+    walks, count = 0, int(kept.sum())
+    if count > budget:
+        raise ValueError(f"phew-res: the mask to grow from keeps {count} weights, more than density {density} "
+                         f"keeps ({budget}); list its densities from the sparsest up")
     channels, classes = walker.graph.units[INPUT], walker.graph.units[walker.graph.output]
     while count < budget:
         k = walks // 2 + torch.arange(half, device=device)  # the batch's forward and backward walks are the k-th
@@ -168,8 +197,14 @@ def phew(model: nn.Module, density: float, inputs: PruneInputs) -> Mask:
             raise RuntimeError(f"phew: {2 * half} walks added no weight at {count} of {budget} kept; "
                                "the walks cannot reach this density")
         walks, count = walks + taken, count + added
-    out, start = {}, 0
+    out, start_at = {}, 0
     for name, w in prunable(model).items():
-        out[name] = kept[start : start + w.numel()].view(w.shape)
-        start += w.numel()
+        out[name] = kept[start_at : start_at + w.numel()].view(w.shape)
+        start_at += w.numel()
     return Mask(out, {"walks": walks, "kept": count, "budget": budget})
+
+
+def _flat(mask: Mask, model: nn.Module, device: torch.device) -> Tensor:
+    """A mask of `model` as one flat bool vector in `prunable` order (the walker's weight ids)."""
+    mask.check_model(model, source="the mask phew-res grows from")
+    return torch.cat([mask[name].flatten() for name in prunable(model)]).to(device)

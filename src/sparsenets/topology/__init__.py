@@ -37,6 +37,7 @@ class Topology:
 
     name = "static"
     starts_dense = False  # DNW begins from every weight of the init; the others from the masked init
+    method = True  # a study may list it as a method; False: a phase of another method (mag's gradual pruning)
 
     def __init__(self, model: nn.Module, mask: Mask, optimizer: SGD, schedule: Schedule,
                  **options: Any) -> None:
@@ -91,7 +92,7 @@ class Topology:
 
 
 TOPOLOGIES: dict[str, Callable[..., Topology]] = {"static": Topology}
-_MODULES = ["dnw", "rigl"]
+_MODULES = ["dnw", "rigl", "gradual"]
 
 
 def register(name: str) -> Callable[[type[Topology]], type[Topology]]:
@@ -116,4 +117,10 @@ def make_topology(name: str, model: nn.Module, mask: Mask, optimizer: SGD, sched
     return TOPOLOGIES[name](model, mask, optimizer, schedule, **options)
 
 
-__all__ = ["Schedule", "Topology", "TOPOLOGIES", "load_all", "make_topology", "register"]
+def methods() -> list[str]:
+    """The topologies a study may list as methods (static and phases such as mag's pruning left out)."""
+    load_all()
+    return sorted(name for name, cls in TOPOLOGIES.items() if name != "static" and getattr(cls, "method", True))
+
+
+__all__ = ["Schedule", "Topology", "TOPOLOGIES", "load_all", "make_topology", "methods", "register"]
