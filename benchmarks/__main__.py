@@ -17,6 +17,7 @@ from sparsenets.cli import keep_freed_memory
 from sparsenets.io import write_json
 
 from . import REPO, Target, alternate, config, isolated
+from .durable import fsync_cost
 from .end_to_end import quick_preset_estimate, tiny_preset
 from .masks import DENSITIES, METHODS, MODELS, mask_seconds
 from .overhead import job_overhead
@@ -78,6 +79,10 @@ def run(device: torch.device, quick: bool, out: Path) -> dict[str, Any]:
     with threads(per_job):
         res["mask_work_share_by_model"] = {  # the mask's own work per step, over the step's time
             m: mask_hook_seconds(m, device) * res["train_step"][m]["ours_images_per_s"] / BATCH for m in STEPS}
+    log("durable writes: a checkpoint with and without fsync")
+    r20 = res["train_step"]["resnet20"]
+    quick_ips = r20["ours_images_per_s"] * r20.get("bf16_speedup", 1.0)  # the quick recipe trains in bf16 on CPUs
+    res["durable_writes"] = fsync_cost(device, config()["recipes"]["quick"]["train_subset"] / quick_ips, rounds)
     log("two conv nets stacked in one step vs one after the other")
     res["stacking"] = stacking_gain(2, device, threads=per_job, rounds=rounds, steps=STEPS["convnet"])
     log("per-job start-up")
@@ -130,7 +135,9 @@ def _quick_estimate(res: dict[str, Any], device: torch.device, rounds: int, per_
 def targets(res: dict[str, Any]) -> list[Target]:
     out = [Target("train_step_speedup", res["train_step_speedup"], 1.3, at_least=True),
            Target("mask_overhead", res["mask_overhead"], 1.05, at_least=False),
-           Target("job_overhead_ratio", res["job_overhead_ratio"], 1.5, at_least=False)]
+           Target("job_overhead_ratio", res["job_overhead_ratio"], 1.5, at_least=False),
+           Target("fsync_share_of_quick_epoch", res["durable_writes"]["fsync_share_of_epoch"], 0.01, at_least=False,
+                  unit="")]
     if "mask_seconds" in res:
         worst = max((s, f"{method}/{model}@{d:g}") for method, by_model in res["mask_seconds"].items()
                     for model, by_d in by_model.items() for d, s in by_d.items())
@@ -156,6 +163,10 @@ def table(res: dict[str, Any]) -> str:
     lines.append("mask overhead: " + ", ".join(f"{m} {v:.3f}×" for m, v in res["mask_overhead_by_model"].items())
                  + "; the mask's own work, timed alone: " + ", ".join(
                      f"{m} {100 * v:.2f} % of a step" for m, v in res["mask_work_share_by_model"].items()))
+    dw = res["durable_writes"]
+    lines.append(f"durable checkpoint ({dw['checkpoint_bytes'] / 1e6:.1f} MB): {dw['checkpoint_s'] * 1e3:.0f} ms with "
+                 f"fsync, {dw['checkpoint_no_fsync_s'] * 1e3:.0f} ms without: {100 * dw['fsync_share_of_epoch']:.2f} % "
+                 f"of a quick-preset epoch ({dw['epoch_s']:.0f} s)")
     st = res["stacking"]
     lines.append(f"{st['nets']} conv nets stacked (torch.func) vs one after the other: {st['gain']:.2f}× "
                  f"({st['stacked_images_per_s']:.0f} vs {st['one_after_another_images_per_s']:.0f} images/s)")

@@ -50,6 +50,7 @@ def tiny_run(tmp_path_factory) -> Path:
     return work
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Two workers (`make test`): a file's tests stay together (module fixtures run once), and every test
     that reads the session's tiny pipeline joins one group, so the pipeline runs once, not once per worker."""
