@@ -195,8 +195,9 @@ def parent_run(client: Any, experiment_id: str, key: str) -> str:
     """The one parent run of `key` (study/dataset/model/method), created if missing.
 
     mlflow_init creates every parent before the jobs fan out; a job started without it creates its own,
-    and jobs that did so at once settle on the oldest (start time, then id), each deleting its own
-    loser (a child that picked a loser moves at its end: `RunTracker.finish`)."""
+    and jobs that did so at once settle on the oldest (start time, then id): each deletes every younger one
+    it sees, so the last to look, who sees them all, leaves one (a child that picked a loser moves at its
+    end: `RunTracker.finish`)."""
     found = _parents(client, experiment_id, key)
     if found:
         return found[0]
@@ -206,10 +207,21 @@ def parent_run(client: Any, experiment_id: str, key: str) -> str:
                   "nested under this one."}
     run = _retry(lambda: client.create_run(experiment_id, tags=tags, run_name=f"{method} {dataset}/{model}"))
     _retry(lambda: client.set_terminated(run.info.run_id, "FINISHED"))
-    winner = _parents(client, experiment_id, key)[0]
-    if winner != run.info.run_id:
-        _retry(lambda: client.delete_run(run.info.run_id))
+    winner, *losers = _parents(client, experiment_id, key)
+    for loser in losers:
+        _delete_if_live(client, loser)
     return winner
+
+
+def _delete_if_live(client: Any, run_id: str) -> None:
+    """Delete a run another racing job may be deleting too."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        _retry(lambda: client.delete_run(run_id))
+    except MlflowException:
+        if client.get_run(run_id).info.lifecycle_stage != "deleted":
+            raise
 
 
 def _parents(client: Any, experiment_id: str, key: str) -> list[str]:
