@@ -25,7 +25,7 @@ dry-run: $(STAMP)
 test: $(STAMP)  ## every test, the real snakemake/mlflow/slurm ones included
 	$(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup
 
-test-fast: $(STAMP)  ## unit tests only: no snakemake, no pipeline, no cluster (about 5 minutes on 2 cores)
+test-fast: $(STAMP)  ## unit tests only: no snakemake, no pipeline, no cluster (about 2 minutes on 2 cores)
 	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not e2e and not snakemake and not slurm and not tracking_server"
 
 gpu-check: $(STAMP)  ## runs per GPU that pay off, measured here (skips without CUDA); SLICE=1 also trains 3 paper runs
