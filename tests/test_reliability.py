@@ -294,20 +294,25 @@ def test_same_seed_same_metrics_one_mlflow_run_and_its_three_seeds_recorded(digi
     assert seeds == {k: str(v) for k, v in derive_seeds(0).items() if k in seeds} and len(set(seeds.values())) == 3
 
 
+class Killed(BaseException):
+    """A job killed in the middle of a run (not an Exception: nothing in the job may catch it)."""
+
+
+def die_after_epoch(n: int):
+    """A log function that kills the run once epoch `n` is logged, i.e. once its checkpoint is on disk."""
+    def log(msg: str) -> None:
+        if msg.startswith(f"epoch {n:>3}/"):
+            raise Killed
+    return log
+
+
 def test_a_run_resumed_against_another_store_logs_every_epoch(digits_npz, tmp_path, new_store):
     """Killed after epoch 2, then resumed with another tracking URI: the new run gets epochs 1 and 2 too."""
-    class Killed(BaseException):
-        pass
-
-    def die_after_epoch_2(msg: str) -> None:
-        if msg.startswith("epoch   2/"):  # logged once the epoch's checkpoint is on disk
-            raise Killed
-
     make_mask("mlp", digits_npz, "random", 0.2, 0, tmp_path / "mask.pt")
     spec, recipe = RunSpec("phew", "digits", "mlp", "random", 0.2, 0), Recipe(epochs=4, batch_size=64, augment=False)
     kw = dict(data_file=digits_npz, mask_file=tmp_path / "mask.pt", out_dir=tmp_path / "run", device="cpu")
     with pytest.raises(Killed):
-        run_training(spec, recipe, tracking_uri=new_store("old.db"), log=die_after_epoch_2, **kw)
+        run_training(spec, recipe, tracking_uri=new_store("old.db"), log=die_after_epoch(2), **kw)
     result = run_training(spec, recipe, tracking_uri=new_store("new.db"), log=lambda m: None, **kw)
     assert result.resumed_from == 2
     [(old_id, _, old_status)] = active_runs(tmp_path / "old.db")
@@ -322,20 +327,13 @@ def test_a_damaged_checkpoint_is_set_aside_and_the_run_ends_as_an_uninterrupted_
     """Killed after epoch 3, then its checkpoint (and, for "both", the one before) cut to 1,000 bytes: the
     rerun moves each aside, names it in its log and on its MLflow run, goes on from the previous checkpoint
     (epoch 2) or from scratch, and ends with the numbers of an uninterrupted run. No manual step."""
-    class Killed(BaseException):
-        pass
-
-    def die_after_epoch_3(msg: str) -> None:
-        if msg.startswith("epoch   3/"):  # logged once the epoch's checkpoint is on disk
-            raise Killed
-
     make_mask("mlp", digits_npz, "random", 0.2, 0, tmp_path / "mask.pt")
     spec, recipe = RunSpec("phew", "digits", "mlp", "random", 0.2, 0), Recipe(epochs=5, batch_size=64, augment=False)
     kw = dict(data_file=digits_npz, mask_file=tmp_path / "mask.pt", device="cpu")
     run_training(spec, recipe, out_dir=tmp_path / "reference", tracking_uri=None, log=lambda m: None, **kw)
     uri, run = new_store("mlflow.db"), tmp_path / "run"
     with pytest.raises(Killed):
-        run_training(spec, recipe, out_dir=run, tracking_uri=uri, log=die_after_epoch_3, **kw)
+        run_training(spec, recipe, out_dir=run, tracking_uri=uri, log=die_after_epoch(3), **kw)
     cut = [run / "checkpoint.pt"] + ([run / "checkpoint.prev.pt"] if damage == "both" else [])
     for f in cut:
         f.write_bytes(f.read_bytes()[:1000])
