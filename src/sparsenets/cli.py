@@ -393,8 +393,14 @@ def main(argv: list[str] | None = None) -> int:
             args.__dict__[key] = os.environ.get("SPARSENETS_TRACKING_URI")
     if getattr(args, "uri", "unset") is None:
         build_parser().error("no tracking URI: give --uri or set SPARSENETS_TRACKING_URI")
+    from .signals import Terminated, exit_on_signals
+
     try:
-        args.fn(args)
+        with exit_on_signals():  # SIGTERM/SIGINT unwind the job: no partial output, no temporary file
+            args.fn(args)
+    except Terminated as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.code
     except EXPECTED as e:
         debug = getattr(args, "debug", False) or os.environ.get("SPARSENETS_DEBUG", "") not in ("", "0")
         if debug or not expected(e):  # a bug, or a failure deep inside a library: the trace is the clue

@@ -25,7 +25,8 @@ from .pruning import PruneInputs, build_mask, get_method
 from .readers import load_torch
 from .structure import StructureRecorder, layer_table, summary
 from .study import format_density
-from .tracking import Tracking, run_name
+from .signals import TRACKING_WAIT_S, Terminated
+from .tracking import KILLED_BY, Tracking, run_name
 from .train import NumericalError, Recipe, Result, read_checkpoint, remove_checkpoints, seeded_generator, train
 
 Log = Callable[[str], None]
@@ -192,6 +193,9 @@ def run_training(spec: RunSpec, recipe: Recipe, *, data_file: str | os.PathLike,
         log(f"diverged: {e}; the run is recorded as diverged and its MLflow run marked FAILED")
         model, _ = _initial_model(spec, ds, mask, seeds, mask_file, init_weights)
         result = Result(history=_last_good(checkpoint, key, model), mask=mask, diverged=str(e))
+    except Terminated as e:  # SIGTERM or SIGINT: checkpointed at the step it came after
+        _killed(track, e, log)
+        raise
     except BaseException:
         with contextlib.suppress(Exception):  # the training error is the one to report
             track.close("FAILED")
@@ -219,6 +223,22 @@ def run_training(spec: RunSpec, recipe: Recipe, *, data_file: str | os.PathLike,
     if recorder is not None:
         recorder.discard()  # only now: until the checkpoint is gone, a resumed job reads every epoch's mask
     return result
+
+
+def _killed(track: Tracking, stopped: Terminated, log: Log) -> None:
+    """The run of a job stopped by a signal: KILLED, tagged with the signal (`killed_by`); the store gets
+    TRACKING_WAIT_S to take it, so that the job exits within its grace period (signals.GRACE_S)."""
+    log(str(stopped))
+    t0 = time.monotonic()
+    try:
+        track("set_tags", {KILLED_BY: stopped.name})
+        closed = track.close("KILLED", timeout=TRACKING_WAIT_S)
+    except Exception as e:  # noqa: BLE001 - the signal is what stopped the job; the store's error is secondary
+        closed, stopped.message = False, f"{stopped.message}; the MLflow run was not closed: {type(e).__name__}: {e}"
+    waited = time.monotonic() - t0
+    log(f"MLflow run marked KILLED ({KILLED_BY}: {stopped.name}) in {waited:.2f} s" if closed else
+        f"MLflow run not marked KILLED: no answer from the store in {waited:.1f} s; a later job marks it "
+        "(its owner is dead)")
 
 
 def _run_page(spec: RunSpec, recipe: Recipe, topology: str, dev: torch.device) -> dict[str, Any]:

@@ -11,12 +11,16 @@ metrics and its files as artifacts; a `summary` run per study holds the figures 
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import os
 import re
+import shutil
+import socket
 import subprocess
+import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -55,10 +59,14 @@ def outage_limit_s() -> float:
     return limit
 
 
+_worker = threading.local()  # give_up: an Event a stopping job sets, so that its worker stops retrying
+
+
 def _retry(fn: Callable[[], T]) -> T:
     """Call `fn`, and call it again while the store is out (server down, SQLite locked) for up to the outage
     limit. Every call it wraps is idempotent (metrics carry their own timestamp and step, so a resent batch
     that had already arrived is not stored twice), so a retry after a lost answer does no harm."""
+    give_up = getattr(_worker, "give_up", None) or threading.Event()
     limit, t0 = None, time.monotonic()
     for i in itertools.count():
         try:
@@ -70,7 +78,9 @@ def _retry(fn: Callable[[], T]) -> T:
             if time.monotonic() - t0 > limit:
                 raise TrackingOutage(f"no answer for {limit:g} s, the outage limit (config key tracking.outage_limit_s, "
                                      f"or ${OUTAGE_ENV}); last error: {type(e).__name__}: {e}") from None
-            time.sleep(min(0.25 * 2**i, 5.0))
+            if give_up.wait(min(0.25 * 2**i, 5.0)):
+                raise TrackingOutage(f"gave up waiting for the store: the job is stopping; last error: "
+                                     f"{type(e).__name__}: {e}") from None
     raise AssertionError("unreachable")
 
 
@@ -101,7 +111,8 @@ def init_store(uri: str, experiments: list[str], parents: list[str] | tuple[str,
     """Create the store (schema migration), every experiment and every parent run once, before jobs fan
     out: many jobs starting at once then find their parent instead of racing to create it.
 
-    `parents`: study/dataset/model/method keys. An unreachable store fails here within seconds: MLflow's
+    `parents`: study/dataset/model/method keys. Runs left RUNNING by dead jobs are marked KILLED
+    (`reap_stale_runs`). An unreachable store fails here within seconds: MLflow's
     own retries (meant for rate limits) would keep the whole DAG waiting for minutes before saying so.
     Messages never show a password.
     """
@@ -120,6 +131,7 @@ def init_store(uri: str, experiments: list[str], parents: list[str] | tuple[str,
                 raise ValueError(f"parent run {key!r} names study {study!r}, which is not among the experiments "
                                  f"{', '.join(experiments)}")
             parent_run(client, ids[study], key)
+        reap_stale_runs(client, list(ids.values()))
     except MlflowException as e:
         raise RuntimeError(redact(f"cannot use the MLflow tracking store {uri}: {e}", uri)) from None
     except ValueError:
@@ -230,6 +242,84 @@ def _parents(client: Any, experiment_id: str, key: str) -> list[str]:
     return [r.info.run_id for r in sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))]
 
 
+OWNER = "owner"  # on a training run: the process that drives it (JSON), to tell a dead job's run from a live one
+KILLED_BY = "killed_by"  # why a run is KILLED: the signal that stopped its job, or `stale: ...` (reap_stale_runs)
+SLURM_DONE = ("BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED",
+              "TIMEOUT")
+
+
+def owner() -> dict[str, Any]:
+    """This process as a run's owner: host, pid, the pid's start time (pids are reused), pid namespace, and
+    the SLURM job it runs in (if any)."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "start": _started(os.getpid()),
+            "pidns": _pid_namespace(), "slurm_job": os.environ.get("SLURM_JOB_ID", "")}
+
+
+def _started(pid: int) -> str:
+    """When process `pid` started (clock ticks since boot, /proc/PID/stat), "" where there is no /proc."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22, counted after the command name
+
+
+def _pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
+def owner_alive(tag: str) -> bool | None:
+    """Whether the owner a run's `owner` tag names still runs: False only when that is certain.
+
+    On this host (and pid namespace): its pid is gone, or taken by a process started at another time. On
+    another host: its SLURM job has ended (squeue says so, or no longer knows the job). Else None: unknown."""
+    try:
+        who = json.loads(tag)
+    except (TypeError, ValueError):
+        return None
+    if who.get("host") == socket.gethostname() and who.get("pidns") == _pid_namespace() and who.get("start"):
+        return _started(int(who["pid"])) == who["start"]
+    if who.get("slurm_job") and shutil.which("squeue"):
+        return _slurm_job_alive(str(who["slurm_job"]))
+    return None
+
+
+def _slurm_job_alive(job: str) -> bool | None:
+    try:
+        done = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if done.returncode == 0:
+        states = done.stdout.split()
+        return None if not states else not all(st in SLURM_DONE for st in states)
+    return False if "Invalid job id" in done.stderr else None
+
+
+def reap_stale_runs(client: Any, experiment_ids: list[str]) -> list[str]:
+    """Mark KILLED every RUNNING run whose owner is certainly dead (a job SIGKILLed, or lost with its node),
+    so the UI never shows a dead run as live; the ids of those marked. A run without an `owner` tag, or
+    whose owner cannot be checked from here (another host, no SLURM), is left as it is; a live job's run
+    is never touched. The owner is read again just before marking, so a rerun that has just taken the run
+    over keeps it."""
+    reaped = []
+    runs = _retry(lambda: client.search_runs(experiment_ids, "attributes.status = 'RUNNING'", max_results=50000))
+    for run in runs:
+        tag = run.data.tags.get(OWNER)
+        if tag is None or owner_alive(tag) is not False:
+            continue
+        now = _retry(lambda: client.get_run(run.info.run_id))
+        if now.info.status != "RUNNING" or now.data.tags.get(OWNER) != tag:
+            continue
+        why = f"stale: its job died (owner {tag}); found by a later job"
+        _retry(lambda: client.set_tag(run.info.run_id, KILLED_BY, why))
+        _retry(lambda: client.set_terminated(run.info.run_id, "KILLED", end_time=int(time.time() * 1000)))
+        reaped.append(run.info.run_id)
+    return reaped
+
+
 def file_digest(path: str | os.PathLike) -> str:
     """The first 16 hex digits of the file's SHA-256: MLflow's dataset digest (the same file, the same digest)."""
     import hashlib
@@ -265,9 +355,11 @@ class RunTracker:
 
         self.parent_key = parent
         self.parent_id = parent_run(self.client, self.experiment_id, parent) if parent else None
+        me = json.dumps(owner(), sort_keys=True)
         if resume_run_id and self._alive(resume_run_id):
             self.run_id = resume_run_id
-            _retry(lambda: self.client.update_run(resume_run_id, status="RUNNING"))
+            self._take_over(resume_run_id, me)
+            reap_stale_runs(self.client, [self.experiment_id])
             history = _retry(lambda: self.client.get_metric_history(resume_run_id, "test_acc"))
             self.logged = {m.step for m in history}
             self._start_system_metrics(device, resume=True)
@@ -275,7 +367,8 @@ class RunTracker:
         for old in self._runs_of_job():
             _retry(lambda: self.client.delete_run(old))
         commit = git_commit()
-        all_tags = {"job": self.job, "mlflow.runName": name or self.job, "git_commit": commit,
+        reap_stale_runs(self.client, [self.experiment_id])
+        all_tags = {"job": self.job, OWNER: me, "mlflow.runName": name or self.job, "git_commit": commit,
                     "mlflow.source.git.commit": commit, NOTE: note, **({PARENT: self.parent_id} if parent else {}),
                     **{k: str(v) for k, v in tags.items()}}
         run = _retry(lambda: self.client.create_run(self.experiment_id, start_time=start_ms, run_name=name or self.job,
@@ -289,6 +382,16 @@ class RunTracker:
         self.logged = set()
         self._start_system_metrics(device, resume=False)
         return self.run_id
+
+    def _take_over(self, run_id: str, me: str) -> None:
+        """A resumed job's run: owned by this process (first, so that no job reaps it), RUNNING again; why it
+        had been killed is kept as `resumed_after`."""
+        _retry(lambda: self.client.set_tag(run_id, OWNER, me))
+        killed_by = _retry(lambda: self.client.get_run(run_id)).data.tags.get(KILLED_BY)
+        if killed_by:
+            _retry(lambda: self.client.set_tag(run_id, "resumed_after", killed_by))
+            _retry(lambda: self.client.delete_tag(run_id, KILLED_BY))
+        _retry(lambda: self.client.update_run(run_id, status="RUNNING"))
 
     def log_epoch(self, row: Mapping[str, Any], step: int, timestamp_ms: int | None = None) -> None:
         """One batch per epoch (many writers locking SQLite per value fail; batches do not), stamped with
@@ -481,7 +584,9 @@ class Tracking:
     the outage limit (`outage_limit_s`) the job fails, naming the store and the limit."""
 
     def __init__(self, uri: str | None, experiment: str, job: str) -> None:
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="mlflow") if uri else None
+        self._give_up = threading.Event()  # set by a stopping job: its worker stops retrying the store
+        self._pool = (ThreadPoolExecutor(1, thread_name_prefix="mlflow", initializer=setattr,
+                                         initargs=(_worker, "give_up", self._give_up)) if uri else None)
         self._calls: list[Future] = []
         self._uri = uri or ""
         self._outage: TrackingOutage | None = None  # once past the limit, every later call fails at once
@@ -512,17 +617,26 @@ class Tracking:
         self._calls.append(call)
         return call
 
-    def close(self, status: str) -> None:
+    def close(self, status: str, timeout: float | None = None) -> bool:
+        """End the run with `status` once every queued call is done, raising the first failure. With `timeout`
+        (a job stopping on a signal), give up after that many seconds and return False: the store is out, and
+        the run, left RUNNING, is marked KILLED by a later job (`reap_stale_runs`)."""
         if self._pool is None:
-            return
+            return True
         try:
             if self._outage is None:
                 self("finish", status)
+            if wait(self._calls, timeout).not_done:
+                self._give_up.set()
+                return False
             for call in self._calls:
                 call.result()
+            return True
         finally:
-            self._pool.shutdown()
+            given_up = self._give_up.is_set()
+            self._pool.shutdown(wait=not given_up, cancel_futures=given_up)
 
 
-__all__ = ["RunTracker", "Tracking", "TrackingOutage", "git_commit", "init_store", "log_to_job_run", "outage_limit_s",
-           "parent_run", "redact", "run_name", "summary_run", "system_metrics"]
+__all__ = ["KILLED_BY", "OWNER", "RunTracker", "Tracking", "TrackingOutage", "git_commit", "init_store",
+           "log_to_job_run", "outage_limit_s", "owner", "owner_alive", "parent_run", "reap_stale_runs", "redact",
+           "run_name", "summary_run", "system_metrics"]

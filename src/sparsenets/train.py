@@ -7,6 +7,7 @@ same batches an uninterrupted one would.
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import os
 import time
@@ -20,6 +21,7 @@ from torch.nn import functional as F
 
 from .masks import Mask, atomic_save
 from .optim import SGD
+from .signals import StopFlag, Terminated, stop_at_step
 from .topology import Schedule, Topology, make_topology
 
 
@@ -136,48 +138,42 @@ def train(
     `on_step(n, model)` then sees it after each (n steps taken). `epoch_test_loader`, if given, evaluates
     every epoch but the last, which always sees the whole `test_loader`.
     """
-    device = next(model.parameters()).device
-    use_bf16 = recipe.uses_bf16(device)
-    if recipe.uses_channels_last(device):
-        model.to(memory_format=torch.channels_last)
-    optimizer = SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
-                    weight_decay=recipe.weight_decay)
-    schedule = Schedule(len(train_loader), recipe.epochs, generator)
-    topo = make_topology(topology, model, mask, optimizer, schedule, **(topology_options or {}))
+    use_bf16 = recipe.uses_bf16(next(model.parameters()).device)
+    optimizer, topo = _parts(model, mask, recipe, len(train_loader), generator, topology, topology_options)
     ckpt = _Checkpoint(checkpoint, checkpoint_key, model, optimizer, topo, generator)
 
-    result = ckpt.resume(extra_state, log)
+    result, done = ckpt.resume(extra_state, log)
     start = result.resumed_from
     if os.environ.get("SPARSENETS_BENCH_FIRST_STEP"):  # benchmarks/overhead.py times a job's start-up
         log(f"first step at {time.time():.3f}")
-    step = start * len(train_loader)
-    if start == 0:
-        if on_start is not None:
-            on_start(topo)
-        if on_step is not None:
-            on_step(0, model)
-    for epoch in range(start, recipe.epochs):
-        t0 = time.perf_counter()
-        lr = recipe.lr_at(epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        train_loss, step = _train_epoch(model, optimizer, topo, train_loader, epoch, step, use_bf16, on_step)
-        _check_finite(train_loss, epoch)
-        topo.end_epoch(epoch)
-        last = epoch + 1 == recipe.epochs or epoch_test_loader is None
-        loader = test_loader if last else epoch_test_loader
-        with topo.evaluating():
-            test_loss, test_acc = evaluate(model, loader, use_bf16)
-        row = {"epoch": epoch + 1, "train_loss": train_loss, "test_loss": test_loss, "test_acc": test_acc,
-               "test_images": len(loader.y), "density": topo.mask.density, "lr": lr,
-               "seconds": time.perf_counter() - t0}
-        result.history.append(row)
-        if on_epoch is not None:  # before the checkpoint, so that what it records is saved with it
-            on_epoch(row, topo)
-        ckpt.save(epoch + 1, result.history, extra_state)
-        log(f"epoch {epoch + 1:>3}/{recipe.epochs}  lr {lr:.4g}  train_loss {train_loss:.4f}  "
-            f"test_loss {test_loss:.4f}  test_acc {test_acc:.4f}  density {row['density']:.4f}  "
-            f"{row['seconds']:.1f}s")
+    step = start * len(train_loader) + done.batches
+    if step == 0 and on_start is not None:
+        on_start(topo)
+    if step == 0 and on_step is not None:
+        on_step(0, model)
+    with stop_at_step(log) as stop:
+        for epoch in range(start, recipe.epochs):
+            _stop_between_epochs(stop, epoch, checkpoint)
+            t0, lr = time.perf_counter(), recipe.lr_at(epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            done, step = _train_epoch(model, optimizer, topo, train_loader, epoch, step, use_bf16, on_step, done, stop)
+            if done.batches < len(train_loader):  # stopped by a signal: checkpoint this step, then exit
+                ckpt.stop(stop, epoch, step, done, len(train_loader), result.history, extra_state)
+            train_loss, done = float(done.loss_sum) / max(1, len(train_loader)), _Progress()
+            _check_finite(train_loss, epoch)
+            topo.end_epoch(epoch)
+            last = epoch + 1 == recipe.epochs or epoch_test_loader is None
+            row = _evaluated(model, topo, test_loader if last else epoch_test_loader, use_bf16,
+                             {"epoch": epoch + 1, "train_loss": train_loss})
+            row.update(lr=lr, seconds=time.perf_counter() - t0)
+            result.history.append(row)
+            if on_epoch is not None:  # before the checkpoint, so that what it records is saved with it
+                on_epoch(row, topo)
+            ckpt.save(epoch + 1, result.history, extra_state)
+            log(f"epoch {epoch + 1:>3}/{recipe.epochs}  lr {lr:.4g}  train_loss {train_loss:.4f}  "
+                f"test_loss {row['test_loss']:.4f}  test_acc {row['test_acc']:.4f}  density {row['density']:.4f}  "
+                f"{row['seconds']:.1f}s")
     result.mask = topo.mask
     with topo.evaluating():  # leave the effective (masked) weights in the model
         effective = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -185,13 +181,38 @@ def train(
     return result
 
 
+def _parts(model: nn.Module, mask: Mask, recipe: Recipe, steps_per_epoch: int, generator: torch.Generator,
+           topology: str, options: dict[str, Any] | None) -> tuple[SGD, Topology]:
+    """The optimizer and the topology of a run, the model in the recipe's memory layout."""
+    if recipe.uses_channels_last(next(model.parameters()).device):
+        model.to(memory_format=torch.channels_last)
+    optimizer = SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
+                    weight_decay=recipe.weight_decay)
+    schedule = Schedule(steps_per_epoch, recipe.epochs, generator)
+    return optimizer, make_topology(topology, model, mask, optimizer, schedule, **(options or {}))
+
+
+@dataclass
+class _Progress:
+    """How far the epoch in progress got: batches done and the sum of their losses (on the training device).
+    A job stopped by a signal checkpoints it, and its rerun goes on from the next batch."""
+
+    batches: int = 0
+    loss_sum: torch.Tensor | None = None
+
+
 def _train_epoch(model: nn.Module, optimizer: SGD, topo: Topology, loader: Any, epoch: int, step: int,
-                 use_bf16: bool, on_step: StepCallback | None) -> tuple[float, int]:
-    """One pass over `loader`'s batches of `epoch`; the mean training loss (one host sync) and the step count."""
+                 use_bf16: bool, on_step: StepCallback | None, done: _Progress | None = None,
+                 stop: StopFlag | None = None) -> tuple[_Progress, int]:
+    """One pass over `loader`'s batches of `epoch` from batch `done.batches` on, ending early after the step in
+    which `stop` is set; how far it got (the loss summed on the device: one host sync) and the step count."""
     device = next(model.parameters()).device
+    done = done or _Progress()
     model.train()
-    loss_sum = torch.zeros((), device=device)
-    for x, y in loader.epoch(epoch):
+    loss_sum = torch.zeros((), device=device) if done.loss_sum is None else done.loss_sum.to(device)
+    batches = done.batches
+    # the batches a stopped job had done are drawn again and skipped: the epoch's order and crops stay the same
+    for x, y in itertools.islice(loader.epoch(epoch), batches, None):
         topo.before_forward(step)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             loss = F.cross_entropy(model(x), y)
@@ -202,9 +223,27 @@ def _train_epoch(model: nn.Module, optimizer: SGD, topo: Topology, loader: Any, 
         topo.after_step(step)
         loss_sum += loss.detach()
         step += 1
+        batches += 1
         if on_step is not None:
             on_step(step, model)
-    return float(loss_sum) / max(1, len(loader)), step
+        if stop and batches < len(loader):
+            break
+    return _Progress(batches, loss_sum), step
+
+
+def _evaluated(model: nn.Module, topo: Topology, loader: Any, use_bf16: bool, row: dict[str, Any]) -> dict[str, Any]:
+    """`row` with the test loss and accuracy on `loader` and the density in force."""
+    with topo.evaluating():
+        test_loss, test_acc = evaluate(model, loader, use_bf16)
+    return {**row, "test_loss": test_loss, "test_acc": test_acc, "test_images": len(loader.y),
+            "density": topo.mask.density}
+
+
+def _stop_between_epochs(stop: StopFlag, epoch: int, checkpoint: str | Path | None) -> None:
+    """A signal that came after the last step of an epoch: its checkpoint is already written."""
+    if stop:
+        raise Terminated(stop.signum, f"stopped by {stop.name} {stop.elapsed():.2f} s after it, after epoch {epoch}, "
+                                      f"checkpointed to {checkpoint}: a rerun resumes there")
 
 
 def _check_finite(train_loss: float, epoch: int) -> None:
@@ -229,8 +268,9 @@ class _Checkpoint:
     topo: Topology
     generator: torch.Generator
 
-    def resume(self, extra_state: dict[str, Any] | None, log: Callable[[str], None]) -> Result:
-        """Load this run's newest good checkpoint, if any, into the parts and `extra_state`; the history so far.
+    def resume(self, extra_state: dict[str, Any] | None, log: Callable[[str], None]) -> tuple[Result, _Progress]:
+        """Load this run's newest good checkpoint, if any, into the parts and `extra_state`; the history so far
+        and how far the epoch in progress got (a job stopped by a signal checkpoints in mid-epoch).
         One that reads but does not fit the parts is set aside like a damaged file, and the next one tried."""
         initial = None
         device = next(self.model.parameters()).device
@@ -245,9 +285,11 @@ class _Checkpoint:
                 continue
             if extra_state is not None:
                 extra_state.update(state.get("extra", {}))
-            log(f"resuming from {file} after epoch {state['epoch']}")
-            return Result(history=state["history"], resumed_from=state["epoch"])
-        return Result()
+            done = _Progress(state.get("batch", 0), state.get("loss_sum"))
+            log(f"resuming from {file} after epoch {state['epoch']}"
+                + (f" and {done.batches} batches of the next" if done.batches else ""))
+            return Result(history=state["history"], resumed_from=state["epoch"]), done
+        return Result(), _Progress()
 
     def _parts(self) -> dict[str, Any]:
         """A copy of the parts' state as a checkpoint holds it (to undo a load that failed half-way)."""
@@ -260,14 +302,25 @@ class _Checkpoint:
         self.topo.load_state_dict(state["topology"])
         self.generator.set_state(state["generator"])
 
-    def save(self, epoch: int, history: list[dict[str, Any]], extra_state: dict[str, Any] | None) -> None:
+    def stop(self, stop: StopFlag, epoch: int, step: int, done: _Progress, batches: int,
+             history: list[dict[str, Any]], extra_state: dict[str, Any] | None) -> None:
+        """Checkpoint a run stopped by a signal after `done.batches` of epoch `epoch` (from 0), then exit."""
+        self.save(epoch, history, extra_state, done)
+        raise Terminated(stop.signum, f"stopped by {stop.name} {stop.elapsed():.2f} s after it, at step {step} "
+                                      f"(epoch {epoch + 1}, batch {done.batches}/{batches}), checkpointed to "
+                                      f"{self.path}: a rerun resumes there")
+
+    def save(self, epoch: int, history: list[dict[str, Any]], extra_state: dict[str, Any] | None,
+             done: _Progress | None = None) -> None:
+        """`epoch` epochs done, and `done` of the next (a job stopped by a signal)."""
         if self.path is not None:
+            partial = {"batch": done.batches, "loss_sum": done.loss_sum.cpu()} if done and done.batches else {}
             if Path(self.path).exists():  # the last checkpoint becomes the previous one
                 os.replace(self.path, previous_checkpoint(self.path))
             atomic_save({"key": self.key, "epoch": epoch, "model": self.model.state_dict(),
                          "optimizer": self.optimizer.state_dict(), "topology": self.topo.state_dict(),
                          "generator": self.generator.get_state(), "history": history,
-                         "extra": extra_state or {}}, self.path)
+                         "extra": extra_state or {}, **partial}, self.path)
 
 
 CHECKPOINT_KEYS = ("key", "epoch", "model", "optimizer", "topology", "generator", "history")
