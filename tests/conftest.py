@@ -27,6 +27,7 @@ def digits_npz(tmp_path_factory) -> Path:
 
 
 SNAKEMAKE = str(Path(PY).with_name("snakemake"))
+TINY_CORES = 16  # the tiny pipeline's --cores: its training jobs (one thread each) all start at once
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True, env: dict | None = None,
@@ -45,8 +46,9 @@ def snakemake(workdir: Path, *args: str, check: bool = True, env: dict | None = 
 def tiny_run(tmp_path_factory) -> Path:
     """The whole tiny pipeline, run once per session and shared by the end-to-end tests."""
     work = tmp_path_factory.mktemp("tiny")
-    # four jobs at once on two cores: parallel writers to the default SQLite store lose nothing
-    snakemake(work, "--cores", "4", "--config", "preset=tiny", env={"SPARSENETS_TRACKING_URI": ""})
+    # sixteen jobs at once (one thread each) on the default SQLite store: many writers lose nothing, and
+    # none fails on "database is locked" (test_faults.py::test_sixteen_jobs_at_once_...)
+    snakemake(work, "--cores", str(TINY_CORES), "--config", "preset=tiny", env={"SPARSENETS_TRACKING_URI": ""})
     return work
 
 

@@ -27,7 +27,8 @@ from .structure import StructureRecorder, layer_table, summary
 from .study import format_density
 from .signals import TRACKING_WAIT_S, Terminated
 from .tracking import KILLED_BY, Tracking, run_name
-from .train import NumericalError, Recipe, Result, read_checkpoint, remove_checkpoints, seeded_generator, train
+from .train import (NumericalError, Recipe, Result, previous_checkpoint, read_checkpoint, remove_checkpoints,
+                    seeded_generator, train)
 
 Log = Callable[[str], None]
 
@@ -161,6 +162,12 @@ def run_training(spec: RunSpec, recipe: Recipe, *, data_file: str | os.PathLike,
         track("set_tags", {"damaged_checkpoint": ", ".join(str(f) for f in damaged)})
     track("log_dataset", data_file, Path(data_file).stem, _split_sizes(ds))
     recorder = StructureRecorder(out / "epoch_masks", extra) if topology != "static" else None
+    if recorder is not None:  # a damaged epoch mask is set aside, and the run goes on from before its epoch
+        first, aside = recorder.set_aside_damaged(log)
+        if first is not None:
+            _drop_checkpoints_after(checkpoint, first, log)
+        if aside:
+            track("set_tags", {"damaged_epoch_mask": ", ".join(str(f) for f in aside)})
 
     def on_epoch(row: dict[str, Any], topo: Any) -> None:
         if recorder is not None:
@@ -341,6 +348,19 @@ def _last_good(path: Path, key: str, model: torch.nn.Module) -> list[dict[str, A
         return []
     model.load_state_dict(found[1]["model"])
     return found[1]["history"]
+
+
+def _drop_checkpoints_after(path: Path, epoch: int, log: Log) -> None:
+    """Remove this run's checkpoints taken after `epoch` began (the next epoch's record needs its mask, now
+    gone), so that it goes on from an earlier one or from scratch, and ends as an uninterrupted run."""
+    for file in (path, previous_checkpoint(path)):
+        try:
+            done = torch.load(file, map_location="cpu", weights_only=False)["epoch"]
+        except Exception:  # noqa: BLE001 - missing or damaged: read_checkpoint sets a damaged one aside
+            continue
+        if done >= epoch:
+            file.unlink()
+            log(f"removed checkpoint {file} (after epoch {done}): going on needs the mask of epoch {epoch}")
 
 
 def _checkpoint_run_id(path: Path, key: str, log: Log) -> tuple[str | None, list[Path]]:

@@ -158,6 +158,8 @@ def _unflatten(flat: Tensor, like: Mapping[str, Tensor]) -> dict[str, Tensor]:
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """torch.save, whole or not at all (io.atomic_path): two saves of the same object give the same bytes."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    """torch.save, whole or not at all (io.atomic_path): two saves of the same object give the same bytes.
+    Saved through a Python file, whose OSError (ENOSPC: a full disk) torch keeps as the cause of its own error;
+    saving to a path, it drops the errno."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)

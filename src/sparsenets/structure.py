@@ -8,9 +8,10 @@ layer's units are read by the loss. `StructureRecorder` follows a dynamic run's 
 from __future__ import annotations
 
 import copy
+import os
 import shutil
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -132,7 +133,7 @@ class StructureRecorder:
     """Per-epoch structure of a dynamic run: in-degrees, overlap with the previous and the final mask.
 
     Its state lives in the checkpoint's extra state, and each epoch's mask is saved bit-packed, so a
-    resumed run keeps its whole record.
+    resumed run keeps its whole record. A resumed run checks those files first (`set_aside_damaged`).
     """
 
     def __init__(self, folder: Path, state: dict[str, Any]) -> None:
@@ -154,8 +155,32 @@ class StructureRecorder:
 
     def discard(self) -> None:
         """Remove the epoch masks (large at paper scale; the record says it all) once the run's checkpoint is
-        gone: a job killed before that resumes from its last checkpoint and needs every one of them again."""
-        shutil.rmtree(self.folder, ignore_errors=True)
+        gone: a job killed before that resumes from its last checkpoint and needs every one of them again.
+        Damaged ones set aside stay, for a post-mortem (as damaged checkpoints do)."""
+        if not list(self.folder.glob("*.damaged")):
+            shutil.rmtree(self.folder, ignore_errors=True)
+            return
+        for f in self.folder.iterdir():
+            if f.suffix != ".damaged":
+                f.unlink()
+
+    def set_aside_damaged(self, log: Callable[[str], None]) -> tuple[int | None, list[Path]]:
+        """Before a resumed run goes on: move every epoch mask that does not load aside (`e0003.pt.damaged`),
+        naming it in the log. Returns the first epoch whose mask is now missing below the newest one, if any
+        (a checkpoint taken after it cannot go on: the run goes on from one before it, or from scratch),
+        and the files set aside."""
+        epochs, aside = set(), []
+        for f in sorted(self.folder.glob("e*.pt")):
+            try:
+                self._read(f)
+                epochs.add(int(f.stem[1:]))
+            except Exception as e:  # noqa: BLE001 - truncated, zeroed or foreign: all are damaged
+                aside.append(Path(f"{f}.damaged"))
+                os.replace(f, aside[-1])
+                log(f"damaged epoch mask {f} ({type(e).__name__}: {str(e).strip()[:200]}): moved it aside to "
+                    f"{aside[-1]}; going on from a checkpoint taken before that epoch ended, or from scratch")
+        newest = max([*epochs, *(int(f.name[1:5]) for f in aside)], default=-1)
+        return next((e for e in range(newest + 1) if e not in epochs), None), aside
 
     def _save(self, epoch: int, mask: Mask) -> None:
         packed = {k: np.packbits(v.cpu().numpy().ravel()) for k, v in mask.items()}
@@ -164,8 +189,10 @@ class StructureRecorder:
 
     def _load(self, epoch: int) -> Mask | None:
         path = self.folder / f"e{epoch:04d}.pt"
-        if not path.exists():
-            return None
+        return self._read(path) if path.exists() else None
+
+    @staticmethod
+    def _read(path: Path) -> Mask:
         blob = torch.load(path, weights_only=False)
         return Mask({k: torch.from_numpy(np.unpackbits(p)[: int(np.prod(blob["shapes"][k]))].reshape(blob["shapes"][k])
                                          .astype(bool)) for k, p in blob["packed"].items()})

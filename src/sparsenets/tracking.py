@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
 from urllib.parse import unquote, urlsplit
 
+from .io import disk_full
+
 URI_ENV = "SPARSENETS_TRACKING_URI"
 COMMIT_ENV = "SPARSENETS_GIT_COMMIT"
 OUTAGE_ENV = "SPARSENETS_TRACKING_OUTAGE_LIMIT_S"
@@ -100,6 +102,28 @@ def _transient(e: BaseException) -> bool:
             or (e.error_code == "TEMPORARILY_UNAVAILABLE" and "sqlite" not in msg.lower()))
 
 
+def store_client(uri: str) -> Any:
+    """An MlflowClient. For a SQLite file it is made under a lock beside the file (`mlflow.db.lock`): the first
+    client of a new store migrates its schema (exclusive lock), and jobs migrating one store at once fail
+    ("table already exists"); the others wait for it, then find the store migrated (shared lock)."""
+    import fcntl
+
+    from mlflow.tracking import MlflowClient
+
+    db = sqlite_file(uri)
+    if db is None:
+        return MlflowClient(uri)
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(f"{db.name}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_SH if db.exists() and db.stat().st_size else fcntl.LOCK_EX)
+        return MlflowClient(uri)
+
+
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a SQLite URI; None for any other store."""
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
 def _artifact_root(uri: str) -> str | None:
     """Artifacts beside a SQLite store; a server decides its own artifact root."""
     if uri.startswith("sqlite:///"):
@@ -117,13 +141,10 @@ def init_store(uri: str, experiments: list[str], parents: list[str] | tuple[str,
     Messages never show a password.
     """
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     try:
         _probe(uri)
-        client = MlflowClient(uri)
+        client = store_client(uri)
         ids = {name: experiment_id(client, name, uri) for name in experiments}
         for key in parents:
             study = key.split("/")[0]
@@ -133,10 +154,14 @@ def init_store(uri: str, experiments: list[str], parents: list[str] | tuple[str,
             parent_run(client, ids[study], key)
         reap_stale_runs(client, list(ids.values()))
     except MlflowException as e:
+        if (full := disk_full(e, sqlite_file(uri) or uri)) is not None:
+            raise full from None
         raise RuntimeError(redact(f"cannot use the MLflow tracking store {uri}: {e}", uri)) from None
     except ValueError:
         raise
     except Exception as e:  # noqa: BLE001 - connection errors come in many types
+        if (full := disk_full(e, sqlite_file(uri) or uri)) is not None:
+            raise full from None
         raise RuntimeError(redact(f"cannot reach the MLflow tracking store {uri} ({type(e).__name__}: {e}); "
                                   f"check tracking.uri in config.yaml or ${URI_ENV}", uri)) from None
 
@@ -332,9 +357,7 @@ class RunTracker:
     """The MLflow run of one job, nested under its method's parent run."""
 
     def __init__(self, uri: str, experiment: str, job: str) -> None:
-        from mlflow.tracking import MlflowClient
-
-        self.client = MlflowClient(uri)
+        self.client = store_client(uri)
         self.uri, self.job = uri, job
         self.experiment_id = experiment_id(self.client, experiment, uri)
         self.run_id: str | None = None
@@ -606,6 +629,11 @@ class Tracking:
         except TrackingOutage as e:
             self._outage = TrackingOutage(redact(f"the MLflow tracking store {self._uri} is out: {e}", self._uri))
             raise self._outage from None
+        except Exception as e:
+            full = disk_full(e, getattr(e, "filename", None) or sqlite_file(self._uri) or self._uri)
+            if full is not None:  # a SQLite store or its artifacts on a full disk: one line naming the file
+                raise full from e
+            raise
 
     def __call__(self, method: str, *args: Any, **kwargs: Any) -> Future | None:
         """Queue `RunTracker.<method>(*args, **kwargs)`; after an outage past the limit, raise it (the job fails)."""
