@@ -454,7 +454,7 @@ def test_unreachable_tracking_store_fails_fast_naming_it_without_its_password(tm
     t0 = time.monotonic()
     proc = smk(configure(tmp_path), "--cores", "1", "results/.tracking-ready.json", check=False,
                env={"SPARSENETS_TRACKING_URI": uri})
-    assert time.monotonic() - t0 < 60
+    assert time.monotonic() - t0 < 100  # not MLflow's 2 to 4 minutes of retries (a bound, not a benchmark)
     assert proc.returncode != 0
     log = (tmp_path / "results/logs/mlflow_init.log").read_text()
     assert f"error: cannot reach the MLflow tracking store {uri.replace('s3cret-pw', '***')}" in log

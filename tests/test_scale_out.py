@@ -189,7 +189,7 @@ def test_a_store_out_longer_than_the_limit_fails_the_job_naming_the_uri_and_the_
     with pytest.raises(TrackingOutage, match=rf"tracking store {uri} is out: no answer for 1.5 s, the outage limit "
                                              rf"\(config key tracking.outage_limit_s"):
         track.close("FINISHED")
-    assert time.monotonic() - t0 < 30
+    assert time.monotonic() - t0 < 100  # not MLflow's 4 minutes of HTTP retries (a bound for a loaded machine)
     with pytest.raises(TrackingOutage):  # later calls fail at once: the job stops instead of waiting again
         track("log_epoch", {"test_acc": 0.5}, step=1)
 

@@ -158,6 +158,8 @@ def run_training(spec: RunSpec, recipe: Recipe, *, data_file: str | os.PathLike,
     resume_id, damaged = _checkpoint_run_id(checkpoint, key, log)
     started = track("start", {k: v for k, v in spec.tags().items() if k != "density"}, params,
                     resume_run_id=resume_id, **_run_page(spec, recipe, topology, dev))
+    if started is not None:  # into the checkpoints once it is known; training never waits for it (signals)
+        started.add_done_callback(lambda f: f.exception() is None and extra.update(run_id=f.result()))
     if damaged:  # set aside by read_checkpoint; the run goes on from the previous checkpoint or from scratch
         track("set_tags", {"damaged_checkpoint": ", ".join(str(f) for f in damaged)})
     track("log_dataset", data_file, Path(data_file).stem, _split_sizes(ds))
@@ -172,8 +174,6 @@ def run_training(spec: RunSpec, recipe: Recipe, *, data_file: str | os.PathLike,
     def on_epoch(row: dict[str, Any], topo: Any) -> None:
         if recorder is not None:
             row["overlap_prev"] = recorder.record(row["epoch"], topo.mask)
-        if started is not None:
-            extra["run_id"] = started.result()
         track("log_epoch", dict(row), step=row["epoch"], timestamp_ms=int(time.time() * 1000))
 
     def on_start(topo: Any) -> None:
@@ -190,6 +190,8 @@ def run_training(spec: RunSpec, recipe: Recipe, *, data_file: str | os.PathLike,
                        checkpoint_key=key, extra_state=extra, on_epoch=on_epoch, on_start=on_start,
                        on_step=on_step if rewind_step is not None else None, epoch_test_loader=epoch_test_loader,
                        log=log)
+        if started is not None:  # a store that could not start the run fails the job, not only its thread
+            started.result()
     except NumericalError as e:
         if rewind_step is not None and "rewind" not in extra:  # IMP's levels would have nothing to restart from
             with contextlib.suppress(Exception):

@@ -382,7 +382,6 @@ class RunTracker:
         if resume_run_id and self._alive(resume_run_id):
             self.run_id = resume_run_id
             self._take_over(resume_run_id, me)
-            reap_stale_runs(self.client, [self.experiment_id])
             history = _retry(lambda: self.client.get_metric_history(resume_run_id, "test_acc"))
             self.logged = {m.step for m in history}
             self._start_system_metrics(device, resume=True)
@@ -390,7 +389,6 @@ class RunTracker:
         for old in self._runs_of_job():
             _retry(lambda: self.client.delete_run(old))
         commit = git_commit()
-        reap_stale_runs(self.client, [self.experiment_id])
         all_tags = {"job": self.job, OWNER: me, "mlflow.runName": name or self.job, "git_commit": commit,
                     "mlflow.source.git.commit": commit, NOTE: note, **({PARENT: self.parent_id} if parent else {}),
                     **{k: str(v) for k, v in tags.items()}}
