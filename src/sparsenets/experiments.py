@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import time
+from concurrent.futures import wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -25,7 +26,7 @@ from .pruning import PruneInputs, build_mask, get_method
 from .readers import load_torch
 from .structure import StructureRecorder, layer_table, summary
 from .study import format_density
-from .signals import TRACKING_WAIT_S, Terminated
+from .signals import TRACKING_WAIT_S, Terminated, stop_requested
 from .tracking import KILLED_BY, Tracking, run_name
 from .train import (NumericalError, Recipe, Result, previous_checkpoint, read_checkpoint, remove_checkpoints,
                     seeded_generator, train)
@@ -158,8 +159,6 @@ def run_training(spec: RunSpec, recipe: Recipe, *, data_file: str | os.PathLike,
     resume_id, damaged = _checkpoint_run_id(checkpoint, key, log)
     started = track("start", {k: v for k, v in spec.tags().items() if k != "density"}, params,
                     resume_run_id=resume_id, **_run_page(spec, recipe, topology, dev))
-    if started is not None:  # into the checkpoints once it is known; training never waits for it (signals)
-        started.add_done_callback(lambda f: f.exception() is None and extra.update(run_id=f.result()))
     if damaged:  # set aside by read_checkpoint; the run goes on from the previous checkpoint or from scratch
         track("set_tags", {"damaged_checkpoint": ", ".join(str(f) for f in damaged)})
     track("log_dataset", data_file, Path(data_file).stem, _split_sizes(ds))
@@ -174,6 +173,10 @@ def run_training(spec: RunSpec, recipe: Recipe, *, data_file: str | os.PathLike,
     def on_epoch(row: dict[str, Any], topo: Any) -> None:
         if recorder is not None:
             row["overlap_prev"] = recorder.record(row["epoch"], topo.mask)
+        while started is not None and not started.done() and not stop_requested():
+            wait([started], timeout=0.2)  # the run's id into this checkpoint, unless a signal asks to stop
+        if started is not None and started.done():
+            extra["run_id"] = started.result()
         track("log_epoch", dict(row), step=row["epoch"], timestamp_ms=int(time.time() * 1000))
 
     def on_start(topo: Any) -> None:

@@ -86,6 +86,15 @@ class StopFlag:
         return time.monotonic() - self.at if self.signum else 0.0
 
 
+_active: list[StopFlag] = []  # the flag of the training loop in progress (stop_requested)
+
+
+def stop_requested() -> bool:
+    """Whether a signal asked the training loop in progress to stop: what a callback waiting on something
+    slow (the MLflow worker) reads, so as to give up waiting and let the loop stop."""
+    return bool(_active and _active[-1])
+
+
 @contextlib.contextmanager
 def stop_at_step(log: Callable[[str], None] = print) -> Iterator[StopFlag]:
     """Within the block SIGTERM and SIGINT only set the flag (the first one; later ones are ignored)."""
@@ -99,7 +108,12 @@ def stop_at_step(log: Callable[[str], None] = print) -> Iterator[StopFlag]:
         if installed:
             log(f"on SIGTERM or SIGINT: stop after the current step, checkpoint it, mark the MLflow run KILLED and "
                 f"exit within {GRACE_S:g} s plus one step")
-        yield flag
+        _active.append(flag)
+        try:
+            yield flag
+        finally:
+            _active.remove(flag)
 
 
-__all__ = ["GRACE_S", "SIGNALS", "StopFlag", "Terminated", "TRACKING_WAIT_S", "exit_on_signals", "stop_at_step"]
+__all__ = ["GRACE_S", "SIGNALS", "StopFlag", "Terminated", "TRACKING_WAIT_S", "exit_on_signals", "stop_at_step",
+           "stop_requested"]
