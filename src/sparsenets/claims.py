@@ -119,6 +119,9 @@ class Finding:
     verdict: str  # one of VERDICTS
     measured: str  # what a reader checks the verdict against
     numbers: list[dict] = field(default_factory=list)  # tidy rows: quantity, method, density, detail, mean, ...
+    regime: str = ""  # "" when this run can test the claim; else why not, in numbers (verdict: outside the regime)
+    decide: str = ""  # for an undecided verdict: which comparison is inside the noise, and what would decide it
+    readings: Mapping[str, str] = field(default_factory=dict)  # open-choice reading -> its verdict (robustness)
 
 
 # ------------------------------------------------------------------------------------------ helpers
