@@ -26,8 +26,9 @@ from .stats import Interval
 from .study import PROTOCOLS
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_ENOUGH = "reproduced", "not reproduced", "inconclusive", "not enough runs"
-VERDICTS = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_ENOUGH)
-MARKS = {REPRODUCED: "✅", NOT_REPRODUCED: "❌", INCONCLUSIVE: "❔", NOT_ENOUGH: "⚪"}
+OUTSIDE = "outside the claim's regime"  # this run cannot test the claim as worded (Finding.regime says why)
+VERDICTS = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_ENOUGH, OUTSIDE)
+MARKS = {REPRODUCED: "✅", NOT_REPRODUCED: "❌", INCONCLUSIVE: "❔", NOT_ENOUGH: "⚪", OUTSIDE: "🔭"}
 _FROM_PARTS = {stats.HOLDS: REPRODUCED, stats.CONTRADICTED: NOT_REPRODUCED, stats.OPEN: INCONCLUSIVE}
 MOSTLY = 0.5  # the share of epoch 1's structure that must survive to the end for "mostly fixed"
 MIN_SPAN = 0.02  # acc(0) − chance below this: a sensitivity curve cannot be normalised
