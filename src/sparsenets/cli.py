@@ -105,7 +105,8 @@ def cmd_sensitivity(a: argparse.Namespace) -> None:
 
 
 def _log_sensitivity_areas(curve_file: str, uri: str) -> None:
-    """C5's and C5b's numbers, the areas under the run's normalised curves (stale BN), onto its MLflow run."""
+    """C5's and C5b's numbers, the areas under the run's normalised curves (global ranking, stale BN), onto its
+    MLflow run."""
     from .claims import Missing, _areas
     from .study import Run
     from .tables import sensitivity_table
@@ -115,7 +116,8 @@ def _log_sensitivity_areas(curve_file: str, uri: str) -> None:
     values = {}
     for mode in ("magnitude", "random"):
         try:
-            areas, _, _ = _areas(curves[(curves["mode"] == mode) & ~curves["bn_recalibrated"]])
+            areas, _, _ = _areas(curves[(curves["mode"] == mode) & ~curves["bn_recalibrated"]
+                                        & (curves["ranking"] == "global")])
         except Missing:
             continue
         values.update({f"sensitivity_area_{mode}": v for by_seed in areas.values() for v in by_seed.values()})

@@ -85,7 +85,8 @@ def sensitivity_table(curve_files: Iterable[str | Path]) -> pd.DataFrame:
         c = _read(f)
         if "num_classes" not in c:
             raise ValueError(f"sensitivity curve {f} has no num_classes: it predates that field; rerun its job")
-        rows += [{**_spec(c["spec"]), "num_classes": int(c["num_classes"]), **r} for r in c["rows"]]
+        rows += [{**_spec(c["spec"]), "num_classes": int(c["num_classes"]), "test_size": c.get("test_size"),
+                  "ranking": "global", **r} for r in c["rows"]]  # older curves: ranked globally, no test_size
     return pd.DataFrame(rows)
 
 
