@@ -5,15 +5,17 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from sparsenets import claims, stats
+from sparsenets import claims, stats, study
 from sparsenets.claims import INCONCLUSIVE, NOT_ENOUGH, NOT_REPRODUCED, REPRODUCED, ClaimOptions
 
 # the papers' regime, recorded by every run: the claims check it (tests below vary it)
@@ -452,3 +454,183 @@ def test_cli_claims_runs_on_csvs_with_options(tmp_path):
 
     rc = main(["claims", "--study", "phew", "phew", "--options", '{"phew": {"bogus": 1}}', "--md", str(tmp_path / "m.md"), "--csv", str(tmp_path / "c.csv")])
     assert rc == 1
+
+
+# ---------------------------------------------------------------- issue 20: each stand-in class closed
+def test_a_zero_width_interval_never_decides_an_accuracy_comparison():
+    # phew beats both SynFlows by exactly one test image of 2,000 at every seed: the seed spread is 0
+    one_image = 1 / 2000
+    acc = {"phew": 0.75 + one_image, "synflow": 0.75, "synflow-l2": 0.75, "random": 0.7}
+    runs = phew_runs(acc=acc, noise=0.0).assign(test_size=2000)
+    row = judged(phew_runs=runs)["C3"]
+    assert row["verdict"] == INCONCLUSIVE, row["measured"]
+    diff = next(n for n in row["numbers"] if n["quantity"] == "difference")
+    assert diff["ci_high"] - diff["ci_low"] > 0.03  # ± 1.96·√(0.75·0.25/2000) ≈ ± 0.019
+    assert "no number of seeds" in row["decide"] and "larger test set" in row["decide"]
+    iv = stats.accuracy_difference({0: 0.8005, 1: 0.8005}, {0: 0.8, 1: 0.8}, 2000)
+    assert iv.low < 0 < iv.high and iv.extra_var == pytest.approx(0.80025 * 0.19975 / 2000)
+    # unrecorded test-set size: no interval could include its noise, so the claim is not judged
+    row = judged(phew_runs=phew_runs().drop(columns="test_size"))["C3"]
+    assert row["verdict"] == NOT_ENOUGH and "test_size" in row["measured"]
+
+
+def test_a_one_seed_structural_difference_below_the_floor_decides_nothing():
+    row = judged(phew_layers=phew_layers({"phew": 0.50, "synflow-l2": 0.49}, seeds=ONE))["C1"]
+    assert row["verdict"] == INCONCLUSIVE and "floor 0.05" in row["measured"]
+    assert "below the effect-size floor" in row["decide"]
+    # many seeds, clear of 0 but immaterial: still undecided
+    assert verdicts(phew_layers=phew_layers({"phew": 0.50, "synflow-l2": 0.49}, noise=0.001))["C1"] == INCONCLUSIVE
+    # the floor is an option: at 0 the sign decides again
+    assert verdicts(ClaimOptions(structural_floor=0.0), phew_layers=phew_layers(
+        {"phew": 0.50, "synflow-l2": 0.49}, seeds=ONE))["C1"] == REPRODUCED
+    assert verdicts(phew_layers=phew_layers({"phew": 0.40, "synflow-l2": 0.50}, seeds=ONE))["C1"] == NOT_REPRODUCED
+
+
+def test_c2_far_above_needs_the_stated_gap_and_nearer_is_tested_on_its_own():
+    # +0.05 decades above random: any positive gap passed before; "far" is ≥ 1 decade
+    close = phew_runs(log_trace={"phew": 2.05, "synflow": 9, "synflow-l2": 2.06, "random": 2.0}, trace_noise=0.001)
+    row = judged(phew_runs=close)["C2"]
+    assert row["verdict"] == NOT_REPRODUCED and "≥ 1 wanted" in row["measured"]
+    assert judged(phew_runs=close)["C2"]["decide"] == ""  # decided: no seeds asked for
+    assert verdicts(ClaimOptions(min_trace_gap_decades=0.01, trace_floor_decades=0.0), phew_runs=close)[
+        "C2"] == REPRODUCED  # the stated gap and floor are what decide it
+    # SynFlow-L2 highest: far above random (6 decades) but 22 decades from SynFlow-L2, nearer random's
+    high = phew_runs(log_trace={"phew": 8, "synflow": 9, "synflow-l2": 30, "random": 2})
+    assert verdicts(phew_runs=high)["C2"] == NOT_REPRODUCED
+    # midway within the floor (one seed): undecided
+    mid = phew_runs(log_trace={"phew": 6.1, "synflow": 9, "synflow-l2": 10, "random": 2}, seeds=ONE)
+    row = judged(phew_runs=mid)["C2"]
+    assert row["verdict"] == INCONCLUSIVE and "dist(phew, random)" in row["decide"]
+
+
+def test_c4_b_is_judged_at_every_density_by_majority():
+    # DNW and RigL above random at the lowest density only; they trail at the other: 1 win, 1 loss of 2
+    reinit = {"random": {0.05: 0.75, 0.2: 0.85}, "imp": 0.753, "random-like-imp": 0.752,
+              "dnw": 0.80, "rigl": 0.79}
+    row = judged(dec_runs=dec_runs(reinit=reinit))["C4"]
+    assert row["verdict"] == NOT_REPRODUCED and "1 win(s), 1 loss(es) of 2 densities" in row["measured"]
+    densities = {n["density"] for n in row["numbers"] if n["method"] in ("dnw − random", "rigl − random")}
+    assert densities == {0.05, 0.2}
+
+
+def test_missing_or_diverged_compared_runs_are_named_and_never_silently_dropped():
+    runs = dec_runs()
+    bad = (runs["method"] == "dnw-freeze1") & (runs["seed"] == 2)
+    runs.loc[bad, "final_test_acc"] = np.nan
+    runs["diverged"] = bad
+    row = judged(dec_runs=runs)["C7"]
+    assert row["verdict"] == INCONCLUSIVE, row["measured"]  # reproduced on the two survivors only
+    assert "dnw-freeze1 at density 0.05 diverged" in row["measured"] and "seed 2" in row["measured"]
+    assert "rerunning" in row["decide"]
+    # a seed a compared method lacks entirely
+    runs = phew_runs()
+    runs = runs[~((runs["method"] == "synflow") & (runs["seed"] == 1))]
+    row = judged(phew_runs=runs)["C3"]
+    assert row["verdict"] == INCONCLUSIVE and "synflow at density 0.05 has no run at seed 1" in row["measured"]
+    # a contradiction stays one: the survivors already show the claim fails
+    runs = dec_runs(frozen={0: 0.70, 1: 0.75, 3: 0.80})
+    runs.loc[(runs["method"] == "dnw-freeze1") & (runs["seed"] == 2), "final_test_acc"] = np.nan
+    assert verdicts(dec_runs=runs)["C7"] == NOT_REPRODUCED
+
+
+QUICK = {"epochs": 10, "steps_per_epoch": 31, "train_images": 4000, "test_size": 2000}
+
+
+def test_a_run_outside_the_claims_regime_says_so_in_numbers():
+    row = judged(dec_overlap=dec_overlap().assign(**QUICK))["C6"]
+    assert row["verdict"] == claims.OUTSIDE
+    assert "310 steps" in row["regime"] and "390 steps" in row["regime"] and "31 steps" in row["regime"]
+    assert row["measured"].startswith("dnw at density")  # what was measured is still shown
+    assert "10 epochs of 31 steps (4,000 images), 2,000 test images" in row["setting"]
+    assert "ResNet-18 on CIFAR-10, 160 epochs of 390 steps" in row["paper"]
+    row = judged(dec_runs=dec_runs().assign(**QUICK))["C7"]
+    assert row["verdict"] == claims.OUTSIDE and "390 steps" in row["regime"]
+    # C4's ±0.01 equivalence on 2,000 test images is inside one accuracy's binomial noise (±0.018)
+    row = judged(dec_runs=dec_runs().assign(test_size=2000))["C4"]
+    assert row["verdict"] == claims.OUTSIDE and "±0.01" in row["regime"] and "2,000 test images" in row["regime"]
+    assert verdicts(ClaimOptions(equivalence_margin=0.03), dec_runs=dec_runs().assign(test_size=2000))["C4"] == REPRODUCED
+    # C7 at the paper's steps but on a small test set: the margin rule
+    row = judged(dec_runs=dec_runs().assign(test_size=2000))["C7"]
+    assert row["verdict"] == claims.OUTSIDE and "test set's own noise" in row["regime"]
+    # unrecorded regime: cannot tell, so not judged
+    row = judged(dec_overlap=dec_overlap().drop(columns="steps_per_epoch"))["C6"]
+    assert row["verdict"] == NOT_ENOUGH and "steps_per_epoch" in row["measured"]
+    # structure at init needs no training: C1, C2 are in any run's regime
+    quick = verdicts(phew_runs=phew_runs().assign(**QUICK), phew_layers=phew_layers().assign(**QUICK))
+    assert quick["C1"] == quick["C2"] == REPRODUCED
+
+
+def test_an_undecided_claim_says_how_many_seeds_would_decide_it():
+    row = judged(phew_runs=phew_runs(acc={"phew": 0.77, "synflow": 0.75, "synflow-l2": 0.76, "random": 0.6},
+                                     noise=0.01, seeds=[0, 1]))["C3"]
+    assert row["verdict"] == INCONCLUSIVE
+    needed = re.search(r"phew − synflow at density 0.05 [^;]* inside the noise; about (\d+) seeds", row["decide"])
+    assert needed and int(needed[1]) > 2, row["decide"]
+    # an effect smaller than the test set's own noise: no number of seeds decides it
+    assert re.search(r"phew − synflow-l2 at density 0.05 [^;]* inside the noise; no number of seeds", row["decide"])
+    iv = stats.Interval(0.01, -0.01, 0.03, 3, (0, 1, 2), "paired", sd=0.02)
+    assert stats.seeds_to_decide(iv, 0.01) == math.ceil((0.02 * (1.959964 + 0.841621) / 0.01) ** 2)
+    assert stats.seeds_to_decide(stats.Interval(0.01, -0.1, 0.1, 3, (), "paired", 0.02, 1e-4), 0.01) == math.inf
+    assert verdicts()["C3"] == REPRODUCED and judged()["C3"]["decide"] == ""
+
+
+def test_robustness_names_the_choice_a_verdict_depends_on(tmp_path):
+    both = {"ranking=global, bn=stale": REPRODUCED, "ranking=global, bn=recalibrated": REPRODUCED,
+            "ranking=per-layer, bn=stale": NOT_REPRODUCED, "ranking=per-layer, bn=recalibrated": NOT_REPRODUCED}
+    text = claims._robustness(claims.Finding(REPRODUCED, "m", readings=both))
+    assert text.startswith("depends on ranking (") and "bn" not in text.split("(")[0]
+    same = {k: REPRODUCED for k in both}
+    assert claims._robustness(claims.Finding(REPRODUCED, "m", readings=same)) == "robust (4 readings)"
+    assert claims._robustness(claims.Finding(REPRODUCED, "m")) == ""
+    rows = build(**defaults())
+    claims.write(rows, tmp_path / "c.md", tmp_path / "c.csv")
+    md = (tmp_path / "c.md").read_text()
+    c5 = next(line for line in md.splitlines() if line.startswith("| deconstructing | **C5** "))
+    assert "robust (" in c5 or "depends on" in c5
+    csv = pd.read_csv(tmp_path / "c.csv", keep_default_na=False)
+    assert {"regime", "robustness", "decide"} <= set(csv.columns)
+
+
+def test_variant_studies_of_one_protocol_are_set_side_by_side(tmp_path):
+    base = defaults()
+    variant = dec_runs(frozen={0: 0.70, 1: 0.75, 3: 0.80})
+    rows = claims.build([
+        claims.StudyTables("deconstructing", "deconstructing", {"runs": base["dec_runs"]}),
+        claims.StudyTables("dec-layerwise", "deconstructing", {"runs": variant})])
+    claims.write(rows, tmp_path / "c.md", tmp_path / "c.csv")
+    md = (tmp_path / "c.md").read_text()
+    assert "## The studies side by side" in md and "| Claim | Network | deconstructing | dec-layerwise |" in md
+    assert "| **C7** | resnet20/cifar10 | ✅ reproduced | ❌ not reproduced |" in md
+
+
+def test_vacuous_claim_options_are_rejected_before_any_job(tmp_path):
+    import yaml
+
+    config = yaml.safe_load((Path(__file__).parents[1] / "config.yaml").read_text())
+    dec = config["presets"]["tiny"]["studies"]["deconstructing"]
+    dec["freeze_claim_epoch"] = config["recipes"][dec["recipe"]]["epochs"]
+    with pytest.raises(ValueError, match=r"deconstructing\.freeze_claim_epoch': k = 2 is not below the 2 epochs"):
+        study.studies(config, "tiny")
+    dec["freeze_claim_epoch"], dec["freeze_epochs"] = 1, [0]
+    with pytest.raises(ValueError, match=r"freeze_epochs': \[0\] lacks 1"):
+        study.studies(config, "tiny")
+    dec["freeze_epochs"] = [0, 1]
+    config["presets"]["tiny"]["studies"]["phew"]["claim_density_max"] = 0.01
+    with pytest.raises(ValueError, match=r"phew\.claim_density_max': 0\.01 is below every density"):
+        study.studies(config, "tiny")
+    with pytest.raises(ValueError, match="structural_floor"):
+        ClaimOptions(structural_floor=0.5)
+
+
+def test_runs_record_the_regime_the_tables_carry(tmp_path):
+    from sparsenets import tables
+
+    run = tmp_path / "run"
+    run.mkdir()
+    spec = {**{k: NET[k] for k in ("dataset", "model")}, "method": "dnw", "density": "0.05", "seed": 0,
+            "variant": "original", "study": "s"}
+    (run / "metrics.json").write_text(json.dumps({
+        "spec": spec, "history": [], "final_test_acc": 0.8, "best_test_acc": 0.8, "final_train_loss": 0.1,
+        "density": 0.05, "epochs": 10, "test_size": 2000, "train_images": 4000, "steps_per_epoch": 31}))
+    row = tables.runs_table([run / "metrics.json"]).iloc[0]
+    assert (row["test_size"], row["train_images"], row["steps_per_epoch"], row["epochs"]) == (2000, 4000, 31, 10)
