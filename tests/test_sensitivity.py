@@ -161,3 +161,20 @@ def test_bad_fraction_and_revived_weights_are_errors(run, digits_npz, tmp_path):
     torch.save(dense, tmp_path / "model.pt")
     with pytest.raises(ValueError, match="non-zero weights outside"):
         run_curve(tmp_path, digits_npz, [0.0], seed=0, device="cpu")
+
+
+def test_one_curve_file_gives_c5_every_reading(run, digits_npz, tmp_path):
+    """A real job's curve.json, read into the sensitivity table, lets C5 be judged under all four readings (the
+    same run stands in for random and imp: identical curves, so no reading can say reproduced)."""
+    from sparsenets import claims
+
+    out, *_ = run
+    result = run_curve(out, digits_npz, FRACTIONS, seed=0, device="cpu")
+    files = []
+    for method in ("random", "imp"):
+        files.append(tmp_path / f"{method}.json")
+        files[-1].write_text(json.dumps({**result, "spec": {**result["spec"], "method": method}}))
+    table = claims._prepare(tables.sensitivity_table(files))
+    found = claims.c5(table, claims.ClaimOptions())
+    assert set(found.readings) == {claims.reading_name(r, b) for r in RANKINGS for b in ("stale", "recalibrated")}
+    assert claims.REPRODUCED not in found.readings.values() and found.verdict == found.readings["ranking=global, bn=stale"]
