@@ -338,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--options", type=_json_arg, default={},
                    help="claim options per study as JSON, e.g. {\"phew\": {\"claim_density_max\": 0.11}}: "
                         "claim_density_max, focus_density, freeze_claim_epoch, equivalence_margin, structural_floor, "
-                        "min_trace_gap_decades, trace_floor_decades")
+                        "min_trace_gap_decades, trace_floor_decades, sensitivity_ranking, sensitivity_bn")
     s.add_argument("--md", required=True, help="the verdicts with their numbers and test definitions (claims.md)")
     s.add_argument("--csv", required=True, help="the tidy numbers behind every verdict (claims.csv)")
 
