@@ -634,3 +634,16 @@ def test_runs_record_the_regime_the_tables_carry(tmp_path):
         "density": 0.05, "epochs": 10, "test_size": 2000, "train_images": 4000, "steps_per_epoch": 31}))
     row = tables.runs_table([run / "metrics.json"]).iloc[0]
     assert (row["test_size"], row["train_images"], row["steps_per_epoch"], row["epochs"]) == (2000, 4000, 31, 10)
+
+
+def test_structural_runs_missing_a_seed_are_named_and_a_vacuous_k_is_outside_the_regime():
+    layers = phew_layers()
+    layers = layers[~((layers["method"] == "synflow-l2") & (layers["seed"] == 2))]
+    row = judged(phew_layers=layers)["C1"]
+    assert row["verdict"] == INCONCLUSIVE and "synflow-l2 at density 0.05 has no run at seed 2" in row["measured"]
+    # a diverged run still has its structure at init: C2 keeps it
+    runs = phew_runs().assign(diverged=lambda t: t["seed"] == 1)
+    assert verdicts(phew_runs=runs)["C2"] == REPRODUCED
+    # k not below the runs' epochs (options given to the engine directly, past the config check)
+    row = judged(ClaimOptions(freeze_claim_epoch=3), dec_runs=dec_runs().assign(epochs=3))["C7"]
+    assert row["verdict"] == claims.OUTSIDE and "k = 3 is not below the runs' 3 epochs" in row["regime"]

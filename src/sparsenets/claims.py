@@ -234,16 +234,18 @@ def _test_size(df: pd.DataFrame) -> float:
     return float(sizes.min())
 
 
-def _gaps(at: pd.DataFrame, methods: Sequence[str], column: str, d: float) -> list[str]:
-    """The compared runs at one density that give no value: diverged (or no value recorded) and seeds some
-    compared method has a run for but this one lacks. Named in the verdict, never silently dropped."""
+def _gaps(at: pd.DataFrame, methods: Sequence[str], column: str, d: float, trained: bool = True) -> list[str]:
+    """The compared runs at one density that give no value: diverged (`trained`: the value comes from training)
+    or with no value recorded, and seeds some compared method has a run for but this one lacks. Named in the
+    verdict, never silently dropped."""
     at = at[at["method"].isin(methods)]
     seeds = set(at["seed"].map(_seed))
     notes = []
     for m in methods:
         rows = at[at["method"] == m]
         ran = set(rows["seed"].map(_seed))
-        diverged = rows["diverged"].map(_truth) if "diverged" in rows else pd.Series(False, index=rows.index)
+        diverged = (rows["diverged"].map(_truth) if trained and "diverged" in rows
+                    else pd.Series(False, index=rows.index))
         failed = sorted(set(rows.loc[diverged | rows[column].isna(), "seed"].map(_seed)), key=str)
         lacking = sorted(seeds - ran, key=str)
         if failed:
@@ -322,6 +324,7 @@ def c1(layers: pd.DataFrame, options: ClaimOptions) -> Finding:
     methods = ["phew", "synflow-l2"]
     d = _lowest_common_density(layers, methods)
     at = layers[layers["density"] == d]
+    gaps = _gaps(at, methods, "width_ratio", d, trained=False)
     narrow = {m: _per_seed(at[at["method"] == m], "width_ratio", "min") for m in methods}
     diff = stats.difference(narrow["phew"], narrow["synflow-l2"])
     floor = options.structural_floor
@@ -333,7 +336,7 @@ def c1(layers: pd.DataFrame, options: ClaimOptions) -> Finding:
                 f"{ivs['synflow-l2'].describe()}; phew − synflow-l2 {diff.describe(signed=True)} (floor "
                 f"{floor:g}): {outcome}")
     return _finding([stats.part(outcome)], measured, numbers,
-                    [_gt("phew − synflow-l2 (narrowest width_ratio)", diff, outcome, floor)])
+                    [_gt("phew − synflow-l2 (narrowest width_ratio)", diff, outcome, floor)], gaps)
 
 
 def _log_traces(at: pd.DataFrame, methods: Sequence[str]) -> dict[str, dict]:
@@ -367,10 +370,10 @@ def c2(runs: pd.DataFrame, options: ClaimOptions) -> Finding:
     the part; a seed where only random has trace 0 supports it. Structural: with one seed the value decides."""
     _need(runs, ["init_path_kernel_trace"], "runs")
     runs = _plain(runs)
-    runs = runs[runs["init_path_kernel_trace"].notna()]
     methods = ["phew", "random", "synflow-l2"]
-    d = _lowest_common_density(runs, methods, "runs with a path-kernel trace")
-    at = runs[runs["density"] == d]
+    d = _lowest_common_density(runs[runs["init_path_kernel_trace"].notna()], methods, "runs with a path-kernel trace")
+    gaps = _gaps(runs[runs["density"] == d], methods, "init_path_kernel_trace", d, trained=False)
+    at = runs[(runs["density"] == d) & runs["init_path_kernel_trace"].notna()]
     logs = _log_traces(at, methods)
     p, r, s2 = logs["phew"], logs["random"], logs["synflow-l2"]
     gap, floor = options.min_trace_gap_decades, options.trace_floor_decades
@@ -392,7 +395,7 @@ def c2(runs: pd.DataFrame, options: ClaimOptions) -> Finding:
                 f"{nearer.describe('.2f', True)} decades (floor {floor:g}): {ob}" + "".join(f"; {n}" for n in notes))
     return _finding([stats.part(oa), stats.part(ob)], measured, numbers,
                     [_gt(f"phew − random − {gap:g} decades", stats.shifted(above, gap), oa),
-                     _gt("dist(phew, random) − dist(phew, synflow-l2)", nearer, ob, floor)])
+                     _gt("dist(phew, random) − dist(phew, synflow-l2)", nearer, ob, floor)], gaps)
 
 
 def c3(runs: pd.DataFrame, options: ClaimOptions) -> Finding:
@@ -866,6 +869,10 @@ def _regime_c7(runs: pd.DataFrame, options: ClaimOptions) -> str:
     dnw = dnw[dnw["method"].astype(str).str.match(r"^dnw(-freeze\d+)?$")]
     if dnw.empty:
         return ""
+    k, epochs = options.freeze_claim_epoch, _recorded(dnw, "epochs", "dnw runs")
+    if k >= epochs:
+        return (f"k = {k} is not below the runs' {epochs:.0f} epochs: DNW frozen after all its epochs is full DNW, "
+                f"so the claim would compare DNW with itself")
     return _steps_regime(dnw, "dnw runs") or _margin_regime(dnw, options.equivalence_margin, "dnw runs")
 
 
