@@ -632,8 +632,13 @@ def test_runs_record_the_regime_the_tables_carry(tmp_path):
     (run / "metrics.json").write_text(json.dumps({
         "spec": spec, "history": [], "final_test_acc": 0.8, "best_test_acc": 0.8, "final_train_loss": 0.1,
         "density": 0.05, "epochs": 10, "test_size": 2000, "train_images": 4000, "steps_per_epoch": 31}))
-    row = tables.runs_table([run / "metrics.json"]).iloc[0]
-    assert (row["test_size"], row["train_images"], row["steps_per_epoch"], row["epochs"]) == (2000, 4000, 31, 10)
+    (run / "structure.json").write_text(json.dumps({
+        "layers": [{"density": 0.05, "width_ratio": 0.5}],
+        "history": [{"epoch": 0, "overlap_prev": None, "overlap_final": 0.2}]}))
+    regime = ["test_size", "train_images", "steps_per_epoch", "epochs"]
+    for table in (tables.runs_table([run / "metrics.json"]), tables.layers_table([run / "structure.json"]),
+                  tables.overlap_table([run / "structure.json"])):
+        assert table.iloc[0][regime].tolist() == [2000, 4000, 31, 10]
 
 
 def test_structural_runs_missing_a_seed_are_named_and_a_vacuous_k_is_outside_the_regime():

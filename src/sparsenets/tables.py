@@ -70,9 +70,10 @@ def layers_table(structure_files: Iterable[str | Path]) -> pd.DataFrame:
     rows = []
     for f in structure_files:
         s = _read(f, ("layers",))
-        spec = _read(Path(f).with_name("metrics.json"))["spec"]
+        metrics = _read(Path(f).with_name("metrics.json"))
+        spec = metrics["spec"]
         for i, layer in enumerate(s["layers"]):
-            rows.append({**spec, "label": label(spec["method"]), "layer_index": i,
+            rows.append({**spec, **_regime(metrics), "label": label(spec["method"]), "layer_index": i,
                          **{k: v for k, v in layer.items() if _scalar(v)},
                          "density": float(spec["density"]), "layer_density": layer["density"]})
     return pd.DataFrame(rows)
