@@ -477,7 +477,8 @@ def c4(runs: pd.DataFrame, options: ClaimOptions) -> Finding:
         outcomes_a.append(stats.equivalence(diff, margin))
         numbers.append(_num("difference", "imp − random-like-imp", d, diff, "final_test_acc, reinit"))
         text_a.append(f"d={d:.4g} {diff.describe(signed=True)} {outcomes_a[-1]}")
-        undecided.append(_eq(f"imp − random-like-imp at density {d:.4g} (±{margin:g})", diff, outcomes_a[-1], margin))
+        undecided.append(_eq(f"imp − random-like-imp at density {d:.4g} (±{margin:g})", diff, outcomes_a[-1],
+                             margin))
     part_a = (stats.CONTRADICTED if stats.DIFFERENT in outcomes_a
               else stats.HOLDS if all(o == stats.EQUIVALENT for o in outcomes_a) else stats.OPEN)
     wins = losses = 0
@@ -1065,8 +1066,8 @@ def write(claims: list[dict], md_path: str | os.PathLike, csv_path: str | os.Pat
             lines += [f"| {_cell(n['quantity'])} | {_cell(n['method'])} | {_fmt(n['density'])} | {_cell(n['detail'])} "
                       f"| {_ci_cell(n)} | {n['seeds'] or '–'} |" for n in c["numbers"]]
             lines.append("")
-    lines += ["## How each claim is tested", "", RULES, "", f"The methods, experiments, choices and regime rules behind "
-              f"these tests: `{METHODS_DOC}` in the sparsenets repository.", ""]
+    lines += ["## How each claim is tested", "", RULES, "", "The methods, experiments, choices and regime rules "
+              f"behind these tests: `{METHODS_DOC}` in the sparsenets repository.", ""]
     lines += [f"- **{cid}** {CLAIMS[cid]} *Test:* " + " ".join(inspect.cleandoc(test.__doc__).split())
               for cid, test in TESTS.items()]
     write_text(md_path, "\n".join(lines) + "\n")
