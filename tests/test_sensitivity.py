@@ -12,7 +12,8 @@ from sparsenets import data, tables
 from sparsenets.experiments import RunSpec, make_mask, run_training
 from sparsenets.masks import Mask, keep_count, prunable
 from sparsenets.models import build_model
-from sparsenets.sensitivity import MODES, RANKINGS, _scores, curve, further_masks, recalibrate_bn, run_curve
+from sparsenets.sensitivity import (MODES, RANKINGS, _scores, curve, further_masks, recalibrate_bn, run_curve,
+                                    with_test_subset)
 from sparsenets.train import Recipe, evaluate, seeded_generator
 
 FRACTIONS = [0.0, 0.3, 0.6, 0.9]
@@ -178,3 +179,16 @@ def test_one_curve_file_gives_c5_every_reading(run, digits_npz, tmp_path):
     found = claims.c5(table, claims.ClaimOptions())
     assert set(found.readings) == {claims.reading_name(r, b) for r in RANKINGS for b in ("stale", "recalibrated")}
     assert claims.REPRODUCED not in found.readings.values() and found.verdict == found.readings["ranking=global, bn=stale"]
+
+
+def test_a_test_subset_is_fixed_recorded_and_the_whole_set_by_default(run, digits_npz):
+    out, *_ = run
+    ds = data.load(digits_npz)
+    a, b = with_test_subset(ds, 100), with_test_subset(ds, 100)
+    assert len(a.y_test) == 100 and (a.x_test == b.x_test).all() and (a.y_train == ds.y_train).all()
+    assert with_test_subset(ds, 0) is ds and with_test_subset(ds, len(ds.y_test) + 1) is ds
+    result = run_curve(out, digits_npz, [0.0], seed=0, device="cpu", test_images=100)
+    assert result["test_size"] == 100  # the claims widen their intervals by this many images' noise
+    assert result["test_size"] < run_curve(out, digits_npz, [0.0], seed=0, device="cpu")["test_size"]
+    with pytest.raises(ValueError, match="test_images must be"):
+        run_curve(out, digits_npz, [0.0], seed=0, device="cpu", test_images=-1)

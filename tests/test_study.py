@@ -27,8 +27,8 @@ COUNTS = {
     "tiny": {"dataset": 1, "mlflow_init": 1, "mask": 27, "train": 44, "train_dense": 2, "imp_mask": 2,
              "mask_layer_matched": 2, "sensitivity": 11, "table": 15, "train_reinit": 16, "figure": 16, "claims": 1,
              "train_prune": 2},
-    # quick: PHEW with 3 seeds (6 methods x 3 densities x 3 seeds: 54 masks and runs)
-    "quick": {"dataset": 1, "mlflow_init": 1, "mask": 63, "train": 99, "train_dense": 3, "imp_mask": 12,
+    # quick: PHEW with 3 seeds and the 4 methods its claims compare (4 x 3 densities x 3 seeds: 36 masks and runs)
+    "quick": {"dataset": 1, "mlflow_init": 1, "mask": 45, "train": 81, "train_dense": 3, "imp_mask": 12,
               "mask_layer_matched": 6, "sensitivity": 15, "table": 7, "train_reinit": 30, "figure": 8, "claims": 1},
     # paper: the phew study on vgg19, vgg19-nobn and resnet20 (CIFAR-10/100), and phew-tiny-imagenet on
     # resnet18-tin and vgg19-nobn-tin: 432 masks and 432 runs per network (9 methods x 16 densities x 3 seeds)
@@ -242,7 +242,10 @@ def test_sensitivity_curves_are_at_the_focus_density_only():
     job = curves[0]
     assert job.inputs["model"] == f"{job.params['run_dir']}/model.pt"
     assert job.params["fractions"] == "0.0 0.1 0.2 0.3 0.4 0.5 0.6 0.7 0.8 0.9"
-    assert job.params["precision"] == "auto"
+    assert job.params["precision"] == "auto" and job.params["test_images"] == 0  # the paper preset: all test images
+    quick = [j for j in expand(CONFIG, "quick") if j.kind == "sensitivity"]
+    assert {j.params["test_images"] for j in quick} == {CONFIG["presets"]["quick"]["studies"]["deconstructing"].get(
+        "sensitivity_test_images", 0)}
 
 
 # ---------------------------------------------------------------------------- tables, figures, claims

@@ -97,7 +97,7 @@ def cmd_sensitivity(a: argparse.Namespace) -> None:
     from .sensitivity import run_curve
 
     torch.set_num_threads(a.threads)
-    curve = run_curve(a.run_dir, a.data, a.fractions, a.seed, a.device, a.precision, a.recal_images)
+    curve = run_curve(a.run_dir, a.data, a.fractions, a.seed, a.device, a.precision, a.recal_images, a.test_images)
     write_json(a.out, curve)
     _log(f"{len(curve['rows'])} points of further pruning for {a.run_dir} -> {a.out}")
     if os.environ.get("SPARSENETS_TRACKING_URI"):
@@ -325,6 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                    help="as the run's recipe: bf16 autocast for bf16 (and auto on CUDA)")
     s.add_argument("--recal-images", type=int, default=2048, help="training images BN statistics are re-estimated on")
+    s.add_argument("--test-images", type=int, default=0,
+                   help="evaluate on a fixed subset of this many test images (0: the whole test set)")
     s.add_argument("--seed", type=int, default=0, help="seed of the random removal")
     s.add_argument("--device", default="auto", help="auto (a free GPU, else the CPU), cpu, cuda, cuda:N")
     s.add_argument("--threads", type=int, default=1, help="CPU threads for torch")

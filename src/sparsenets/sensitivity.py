@@ -10,11 +10,13 @@ evaluated once for all readings.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import os
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -131,11 +133,22 @@ def recalibrate_bn(model: nn.Module, loader: data.DeviceLoader, batches: int, bf
     model.eval()
 
 
+def with_test_subset(ds: data.Dataset, n: int | None) -> data.Dataset:
+    """`ds` with a fixed subset of `n` test images (the same for every run: a seeded draw, in the split's order, as
+    recipe eval_subset draws it); None or 0 or n ≥ the split: the whole test set."""
+    if not n or n >= len(ds.y_test):
+        return ds
+    keep = np.sort(np.random.default_rng(0).permutation(len(ds.y_test))[:n])
+    return dataclasses.replace(ds, x_test=ds.x_test[keep], y_test=ds.y_test[keep])
+
+
 def run_curve(run_dir: str | os.PathLike, data_file: str | os.PathLike, fractions: Sequence[float], seed: int,
-              device: str = "auto", precision: str = "auto", recal_images: int = RECAL_IMAGES) -> dict[str, Any]:
+              device: str = "auto", precision: str = "auto", recal_images: int = RECAL_IMAGES,
+              test_images: int | None = None) -> dict[str, Any]:
     """The sensitivity curves of one finished run: {"spec": its metrics.json spec, "num_classes": its mask's
-    (chance accuracy for the claims), "test_size": the test images each accuracy is measured on (the claims'
-    intervals include their noise), "rows": curve(...), every reading of the open choices}."""
+    (chance accuracy for the claims), "test_size": the test images each accuracy is measured on (`test_images` of
+    them, or all; the claims' intervals include their noise), "rows": curve(...), every reading of the open
+    choices}."""
     run = Path(run_dir)
     dev = claim_device(device)
     mask = Mask.load(run / "mask.pt")
@@ -153,7 +166,9 @@ def run_curve(run_dir: str | os.PathLike, data_file: str | os.PathLike, fraction
     if revived:  # e.g. DNW's dense weights saved instead of its top-k: f = 0 would not be the run
         raise ValueError(f"{run / 'model.pt'} has non-zero weights outside {run / 'mask.pt'} in {revived[:3]}")
     spec = read_json(run / "metrics.json", "run metrics", keys=("spec",))["spec"]
-    ds = data.load(data_file)
+    if test_images is not None and test_images < 0:
+        raise ValueError(f"test_images must be ≥ 0 (0: the whole test set), got {test_images}")
+    ds = with_test_subset(data.load(data_file), test_images)
     rows = curve(model, mask, ds, fractions, generator=seeded_generator(seed), device=dev,
                  recal_images=recal_images, bf16=uses_bf16(precision, dev))
     return {"spec": spec, "num_classes": int(mask.meta["num_classes"]), "test_size": len(ds.y_test), "rows": rows}

@@ -487,7 +487,8 @@ class Grid:
             {"curve": self.paths("curve", study=study.name, run=run.name)},
             self.paths("curve_log", study=study.name, run=run.name),
             {"fractions": " ".join(map(str, study.need("sensitivity_fractions"))), "run_dir": source.dir,
-             "device": self.device_for(run.model), "precision": study.recipe.get("precision", "auto")}, study.name, run))
+             "device": self.device_for(run.model), "precision": study.recipe.get("precision", "auto"),
+             "test_images": int(study.spec.get("sensitivity_test_images", 0))}, study.name, run))
 
     def table(self, study: Study, kind: str, files: Sequence[str]) -> Job:
         return self._add(Job("table", f"{study.name}/{kind}", {"files": tuple(files)},
