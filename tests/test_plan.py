@@ -20,7 +20,8 @@ from sparsenets.study import expand
 def test_tiny_plan_counts_the_grids_jobs_per_study():
     preset, plans = plan("tiny", REPO / "config.yaml")
     whole = Counter(j.kind for j in expand(yaml.safe_load((REPO / "config.yaml").read_text()), "tiny"))
-    assert preset == "tiny" and [p.study for p in plans] == ["phew", "deconstructing"]
+    assert preset == "tiny" and [p.study for p in plans] == ["phew", "deconstructing", "deconstructing-erk",
+                                                             "deconstructing-global-layers"]
     for kind in ("mask", "imp_mask", "mask_layer_matched", "train", "train_dense", "train_reinit", "sensitivity"):
         assert sum(p.jobs.get(kind, 0) for p in plans) == whole.get(kind, 0), kind
     assert plans[0].jobs["train"] == 22 and "imp_mask" not in plans[0].jobs  # PHEW: 11 methods x 2 densities

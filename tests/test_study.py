@@ -20,10 +20,14 @@ CONFIG = yaml.safe_load((REPO / "config.yaml").read_text())
 
 # Snakemake's dry-run job counts per rule before the grid moved into the package (`all` left out).
 COUNTS = {
-    # tiny: + phew-res (2 masks, 2 runs) and mag (the phew study's dense run and its mask, 2 pruning runs, 2 runs)
-    "tiny": {"dataset": 1, "mlflow_init": 1, "mask": 24, "train": 34, "train_dense": 2, "imp_mask": 2,
-             "mask_layer_matched": 2, "sensitivity": 5, "table": 7, "train_reinit": 10, "figure": 8, "claims": 1,
+    # tiny: + phew-res (2 masks, 2 runs) and mag (the phew study's dense run and its mask, 2 pruning runs, 2 runs);
+    # + the variant studies deconstructing-erk and deconstructing-global-layers (random, dnw, rigl and dnw frozen
+    # after 0 and 1 epochs at the focus density: masks 2 + 1, runs 5 + 5, reinit 3 + 3, curves 3 + 3, 4 tables
+    # and 4 figures each)
+    "tiny": {"dataset": 1, "mlflow_init": 1, "mask": 27, "train": 44, "train_dense": 2, "imp_mask": 2,
+             "mask_layer_matched": 2, "sensitivity": 11, "table": 15, "train_reinit": 16, "figure": 16, "claims": 1,
              "train_prune": 2},
+    # quick: PHEW with 3 seeds and the 4 methods its claims compare (4 x 3 densities x 3 seeds: 36 masks and runs)
     "quick": {"dataset": 1, "mlflow_init": 1, "mask": 45, "train": 81, "train_dense": 3, "imp_mask": 12,
               "mask_layer_matched": 6, "sensitivity": 15, "table": 7, "train_reinit": 30, "figure": 8, "claims": 1},
     # paper: the phew study on vgg19, vgg19-nobn and resnet20 (CIFAR-10/100), and phew-tiny-imagenet on
@@ -107,6 +111,24 @@ def test_topology_methods_start_from_dynamic_init_and_the_layer_policy_reaches_u
     assert erk["train deconstructing/digits/convnet/dnw/d0.25/s0"].inputs["mask"].endswith("/random-erk/d0.25/s0.pt")
     assert erk["mask deconstructing/digits/convnet/random-erk/d0.25/s0"].params["options"] == (
         '{"first_layer_dense": true}')
+
+
+def test_variant_studies_train_only_what_their_choice_changes_under_the_other_reading():
+    jobs = jobs_of()
+    erk, flat = "deconstructing-erk", "deconstructing-global-layers"
+    for name in (erk, flat):
+        trained = {j.run.method for j in jobs.values() if j.study == name and j.kind == "train"}
+        assert trained == {"random", "dnw", "rigl", "dnw-freeze0", "dnw-freeze1"}
+        assert {j.run.density for j in jobs.values() if j.study == name and j.kind == "train"} == {"0.25"}
+    # the study's own dynamic_init: DNW, RigL and frozen DNW start from ERK there, from random in the main study
+    for method in ("dnw", "rigl", "dnw-freeze1"):
+        assert jobs[f"train {erk}/digits/convnet/{method}/d0.25/s0"].inputs["mask"].endswith("/random-erk/d0.25/s0.pt")
+    assert jobs[f"train {erk}/digits/convnet/random/d0.25/s0"].inputs["mask"].endswith("/random/d0.25/s0.pt")
+    # the global layer policy: random (and so DNW and RigL) prunes the first conv too
+    assert jobs[f"mask {flat}/digits/convnet/random/d0.25/s0"].params["options"] == "{}"
+    options = json.loads(jobs["claims"].params["options"])
+    assert {options[n]["sensitivity_ranking"] for n in ("deconstructing", erk, flat)} == {"global"}
+    assert options["deconstructing"]["sensitivity_bn"] == "stale"
 
 
 def test_method_kinds():
@@ -220,12 +242,15 @@ def test_sensitivity_curves_are_at_the_focus_density_only():
     job = curves[0]
     assert job.inputs["model"] == f"{job.params['run_dir']}/model.pt"
     assert job.params["fractions"] == "0.0 0.1 0.2 0.3 0.4 0.5 0.6 0.7 0.8 0.9"
-    assert job.params["precision"] == "auto"
+    assert job.params["precision"] == "auto" and job.params["test_images"] == 0  # the paper preset: all test images
+    quick = [j for j in expand(CONFIG, "quick") if j.kind == "sensitivity"]
+    assert {j.params["test_images"] for j in quick} == {CONFIG["presets"]["quick"]["studies"]["deconstructing"].get(
+        "sensitivity_test_images", 0)}
 
 
 # ---------------------------------------------------------------------------- tables, figures, claims
 def test_tables_figures_and_claims_come_from_the_protocol():
-    jobs = jobs_of()
+    jobs = jobs_of(config={**CONFIG, "only_studies": ["phew", "deconstructing"]})  # the variant studies left out
     indegree = jobs["figure deconstructing/indegree"]
     assert indegree.inputs["tables"] == ("results/deconstructing/tables/indegree.csv",
                                          "results/deconstructing/tables/overlap.csv")
@@ -239,7 +264,8 @@ def test_tables_figures_and_claims_come_from_the_protocol():
     claims = jobs["claims"]
     assert json.loads(claims.params["options"]) == {
         "phew": {"claim_density_max": 0.11},
-        "deconstructing": {"focus_density": 0.25, "freeze_claim_epoch": 1, "equivalence_margin": 0.01}}
+        "deconstructing": {"focus_density": 0.25, "sensitivity_ranking": "global", "sensitivity_bn": "stale",
+                           "freeze_claim_epoch": 1, "equivalence_margin": 0.01}}
     assert claims.params["studies"] == (
         "--study phew phew runs=results/phew/tables/runs.csv layers=results/phew/tables/layers.csv "
         "--study deconstructing deconstructing runs=results/deconstructing/tables/runs.csv "
@@ -309,7 +335,8 @@ def test_a_second_study_of_a_protocol_yields_exactly_its_own_jobs(protocol, base
     claims = {j.kind: j for j in after}["claims"]
     assert f"--study {name} {protocol} runs=results/{name}/tables/runs.csv" in claims.params["studies"]
     assert name in json.loads(claims.params["options"])
-    assert {j.kind: j for j in after}["mlflow_init"].params["experiments"].split() == ["phew", "deconstructing", name]
+    assert {j.kind: j for j in after}["mlflow_init"].params["experiments"].split() == [
+        *CONFIG["presets"]["tiny"]["studies"], name]
 
 
 def test_a_study_of_another_grid():
@@ -393,5 +420,5 @@ def test_a_study_added_to_a_copy_of_the_config_is_in_the_dag(tmp_path):
     for fig in PROTOCOLS["phew"].figures:
         assert f"{base}/figures/{fig}.png" in out and f"{base}/figures/{fig}.pdf" in out
     assert "--study phew-small phew runs=results/phew-small/tables/runs.csv" in out
-    assert "--experiments phew deconstructing phew-small" in out
+    assert "--experiments " + " ".join(config["presets"]["tiny"]["studies"]) in out  # phew-small last
     assert job_stats(out) == dict(Counter(j.kind for j in expand(config, "tiny")))

@@ -33,7 +33,7 @@ def run_names(study: str) -> list[str]:
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("study", ["phew", "deconstructing"])
+@pytest.mark.parametrize("study", list(TINY))  # the variant studies included
 def test_every_declared_output_exists(tiny_run, study):
     res = tiny_run / "results" / study
     for name in run_names(study):
@@ -95,6 +95,11 @@ def test_claims_table_judges_every_claim(tiny_run):
     assert (numbers["n_seeds"] >= 1).all() and numbers["mean"].notna().all()
     md = (tiny_run / "results/claims.md").read_text()
     assert "| Claim |" in md and "### C6" in md
+    assert set(claims["study"]) == set(TINY)  # the variant studies are judged too, beside the main one
+    assert "The studies side by side" in md and "deconstructing-erk" in md
+    sens = pd.read_csv(tiny_run / "results/deconstructing/tables/sensitivity.csv")
+    assert set(zip(sens["ranking"], sens["bn_recalibrated"])) == {(r, b) for r in ("global", "layer")
+                                                                  for b in (False, True)}  # every reading, one job
 
 
 @pytest.mark.e2e

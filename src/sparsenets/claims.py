@@ -14,7 +14,7 @@ from __future__ import annotations
 import inspect
 import math
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -26,35 +26,44 @@ from .stats import Interval
 from .study import PROTOCOLS
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_ENOUGH = "reproduced", "not reproduced", "inconclusive", "not enough runs"
-VERDICTS = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_ENOUGH)
-MARKS = {REPRODUCED: "✅", NOT_REPRODUCED: "❌", INCONCLUSIVE: "❔", NOT_ENOUGH: "⚪"}
+OUTSIDE = "outside the claim's regime"  # this run cannot test the claim as worded (Finding.regime says why)
+VERDICTS = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_ENOUGH, OUTSIDE)
+MARKS = {REPRODUCED: "✅", NOT_REPRODUCED: "❌", INCONCLUSIVE: "❔", NOT_ENOUGH: "⚪", OUTSIDE: "🔭"}
 _FROM_PARTS = {stats.HOLDS: REPRODUCED, stats.CONTRADICTED: NOT_REPRODUCED, stats.OPEN: INCONCLUSIVE}
-MOSTLY = 0.5  # the share of epoch 1's structure that must survive to the end for "mostly fixed"
 MIN_SPAN = 0.02  # acc(0) − chance below this: a sensitivity curve cannot be normalised
 FOCUS_TOLERANCE = 1e-3  # relative: the table's density taken for the focus density
 METHODS_DOC = "docs/METHODS.md"  # every method, experiment, choice and claim test, described once
 NUMBER_COLUMNS = ["study", "id", "network", "verdict", "quantity", "method", "density", "detail", "mean", "ci_low",
-                  "ci_high", "n_seeds", "seeds"]
+                  "ci_high", "n_seeds", "seeds", "regime", "robustness", "decide"]
 
 RULES = (
     "Statistics: every quantity is measured once per seed and summarised by its mean over seeds and a 95 % "
     "t-interval (mean ± t₀.₉₇₅,ₙ₋₁·sd/√n, sd with ddof = 1). A difference of two methods is paired by seed over "
     "the seeds both have (the same seed gives the same data order and initialisation), else Welch's interval. "
-    "\"A above B\" holds when the interval of A − B lies above 0, is contradicted when it lies below 0, and is "
-    "within the noise otherwise; with one seed an accuracy comparison is inconclusive, while a structural "
-    "measurement (widths, traces, overlaps: deterministic given the seed) is decided by the sign of the "
-    "difference. \"About as well\" / \"nearly matches\" holds when the interval lies inside ±δ (δ = "
-    "equivalence_margin), is contradicted when it lies wholly beyond ±δ, and is within the noise otherwise. A "
-    "claim with several parts is *reproduced* when every part holds, *not reproduced* when any part is "
-    "contradicted, *inconclusive* otherwise (a difference within the seed noise is never reproduced), and *not "
-    "enough runs* when the tables lack a run it needs. Only runs with their original weights and a structure "
-    "never frozen part-way count, unless a test says otherwise. A claim gets one row per network it could be "
-    "tested on: it may hold on one network and fail on another."
+    "An accuracy is also an estimate from a finite test set: an accuracy comparison's interval is t·√(sd²/n + "
+    "p̄(1 − p̄)/n_test), one accuracy's binomial variance at the compared runs' mean accuracy p̄ on the run's "
+    "n_test test images added to the seed variance (df by Welch–Satterthwaite), so a zero-width interval never "
+    "decides. \"A above B\" holds when the interval of A − B lies above 0, is contradicted when it lies below 0, "
+    "and is within the noise otherwise; with one seed an accuracy comparison is inconclusive, while a structural "
+    "measurement (widths, traces, overlaps: deterministic given the seed) is decided by its value, but only when "
+    "it is at least the claim's effect-size floor (structural_floor, trace_floor_decades); a smaller one decides "
+    "nothing, with any number of seeds. \"About as well\" / \"nearly matches\" holds when the interval lies inside "
+    "±δ (δ = equivalence_margin), is contradicted when it lies wholly beyond ±δ, and is within the noise otherwise. "
+    "A claim with several parts is *reproduced* when every part holds, *not reproduced* when any part is "
+    "contradicted, *inconclusive* otherwise (a difference within the noise is never reproduced; an inconclusive "
+    "verdict says which comparison is open and about how many seeds would decide it: n ≈ sd²/((effect/(z₀.₉₇₅ + "
+    "z₀.₈))² − p̄(1 − p̄)/n_test), 80 % power), *not enough runs* when the tables lack a run it needs, and *outside "
+    "the claim's regime* when this run cannot test the claim as the paper words it (the reason in numbers; the "
+    "rule per claim: docs/METHODS.md, \"Claim regimes\"). A missing or diverged run of a compared method is named "
+    "in the verdict and never silently dropped: a verdict that would rest on the surviving runs is inconclusive. "
+    "Only runs with their original weights and a structure never frozen part-way count, unless a test says "
+    "otherwise. A claim gets one row per network it could be tested on: it may hold on one network and fail on "
+    "another."
 )
 
 CLAIMS = {
     "C1": "SynFlow-L2 yields narrower (bottleneck) layers than PHEW at equal density.",
-    "C2": "PHEW's path-kernel trace is far above random's and, on a log scale, nearer SynFlow-L2's than random's is.",
+    "C2": "PHEW's path-kernel trace is far above random's and, on a log scale, nearer SynFlow-L2's than random's.",
     "C3": "PHEW beats SynFlow and SynFlow-L2 in test accuracy at low densities.",
     "C4": "After reinit, IMP structures do about as well as random ones with the same per-layer counts; "
           "DNW and RigL stay above random.",
@@ -77,6 +86,11 @@ class ClaimOptions:
     focus_density: float | None = None  # C5, C5b: None = the lowest density with the needed curves
     freeze_claim_epoch: int = 1  # C7: the k ≥ 1 after which a frozen structure should nearly match full DNW
     equivalence_margin: float = 0.01  # C4, C7: "about as well" = within ± this much test accuracy
+    structural_floor: float = 0.05  # C1 (width_ratio), C6 (change share): the smallest structural effect that decides
+    min_trace_gap_decades: float = 1.0  # C2 (a): "far above" = at least this many decades (a factor 10)
+    trace_floor_decades: float = 0.3  # C2 (b): the smallest log-distance difference that decides (a factor 2)
+    sensitivity_ranking: str = "global"  # C5, C5b: the reading their verdict is given under (readings: all)
+    sensitivity_bn: str = "stale"  # C5, C5b: stale (the paper's protocol) or recalibrated BN statistics
 
     def __post_init__(self) -> None:
         k = self.freeze_claim_epoch
@@ -87,8 +101,18 @@ class ClaimOptions:
             raise ValueError(f"claim_density_max must be > 0, got {self.claim_density_max!r}")
         if not self.equivalence_margin > 0:
             raise ValueError(f"equivalence_margin must be > 0, got {self.equivalence_margin!r}")
+        if not 0 <= self.structural_floor < 0.5:
+            raise ValueError(f"structural_floor must be in [0, 0.5) (C6 tests a share above 0.5 by it), got "
+                             f"{self.structural_floor!r}")
+        if not self.min_trace_gap_decades > 0:
+            raise ValueError(f"min_trace_gap_decades must be > 0 (\"far above\"), got {self.min_trace_gap_decades!r}")
+        if not self.trace_floor_decades >= 0:
+            raise ValueError(f"trace_floor_decades must be ≥ 0, got {self.trace_floor_decades!r}")
         if self.focus_density is not None and not 0 < self.focus_density <= 1:
             raise ValueError(f"focus_density must be in (0, 1] or null, got {self.focus_density!r}")
+        for key, allowed in (("sensitivity_ranking", ("global", "layer")), ("sensitivity_bn", ("stale", "recalibrated"))):
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"{key} must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any] | None) -> "ClaimOptions":
@@ -107,6 +131,8 @@ class ClaimOptions:
                     out[key] = int(float(v))
                 elif key == "focus_density" and v is None:
                     out[key] = None
+                elif key in ("sensitivity_ranking", "sensitivity_bn"):
+                    out[key] = str(v)
                 else:
                     out[key] = float(v)
             except (TypeError, ValueError):
@@ -119,6 +145,9 @@ class Finding:
     verdict: str  # one of VERDICTS
     measured: str  # what a reader checks the verdict against
     numbers: list[dict] = field(default_factory=list)  # tidy rows: quantity, method, density, detail, mean, ...
+    regime: str = ""  # "" when this run can test the claim; else why not, in numbers (verdict: outside the regime)
+    decide: str = ""  # for an undecided verdict: which comparison is inside the noise, and what would decide it
+    readings: Mapping[str, str] = field(default_factory=dict)  # open-choice reading -> its verdict (robustness)
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -195,75 +224,187 @@ def _seeds(seeds: Sequence) -> str:
     return " ".join(map(str, seeds))
 
 
+def _test_size(df: pd.DataFrame) -> float:
+    """The test-set size the compared accuracies were measured on (the smallest, the noisiest); unrecorded: the
+    interval could not include the test set's noise, so the claim cannot be judged."""
+    sizes = pd.to_numeric(df["test_size"], errors="coerce") if "test_size" in df else pd.Series(dtype=float)
+    if sizes.isna().all():
+        raise Missing("the runs record no test-set size (test_size), so no interval can include the test set's "
+                      "own noise: rerun them with this version, or rebuild the runs table")
+    return float(sizes.min())
+
+
+def _gaps(at: pd.DataFrame, methods: Sequence[str], column: str, d: float, trained: bool = True) -> list[str]:
+    """The compared runs at one density that give no value: diverged (`trained`: the value comes from training)
+    or with no value recorded, and seeds some compared method has a run for but this one lacks. Named in the
+    verdict, never silently dropped."""
+    at = at[at["method"].isin(methods)]
+    seeds = set(at["seed"].map(_seed))
+    notes = []
+    for m in methods:
+        rows = at[at["method"] == m]
+        ran = set(rows["seed"].map(_seed))
+        diverged = (rows["diverged"].map(_truth) if trained and "diverged" in rows
+                    else pd.Series(False, index=rows.index))
+        failed = sorted(set(rows.loc[diverged | rows[column].isna(), "seed"].map(_seed)), key=str)
+        lacking = sorted(seeds - ran, key=str)
+        if failed:
+            notes.append(f"{m} at density {d:.4g} diverged or has no {column} at seed{'s' * (len(failed) > 1)} "
+                         f"{_seeds(failed)}")
+        if lacking:
+            notes.append(f"{m} at density {d:.4g} has no run at seed{'s' * (len(lacking) > 1)} {_seeds(lacking)}")
+    return notes
+
+
+def _truth(v: Any) -> bool:
+    return str(v).strip().lower() in ("true", "1", "1.0", "yes")
+
+
+def _gt(label: str, iv: Interval, outcome: str, floor: float = 0.0) -> dict:
+    """A comparison "above 0 (by at least floor)", for `decide`."""
+    return {"label": label, "iv": iv, "outcome": outcome, "effect": abs(iv.mean), "floor": floor}
+
+
+def _eq(label: str, iv: Interval, outcome: str, margin: float) -> dict:
+    """A comparison "within ±margin", for `decide`: its effect is the room left inside the margin."""
+    return {"label": label, "iv": iv, "outcome": outcome, "effect": margin - abs(iv.mean), "floor": margin}
+
+
+def _finding(parts: Sequence[str] | str, measured: str, numbers: list[dict], comparisons: Sequence[dict] = (),
+             gaps: Sequence[str] = ()) -> Finding:
+    """The verdict from the parts (or a verdict), with the runs a comparison lacks named (a verdict that would
+    rest on the survivors is inconclusive) and, when undecided, what would decide it."""
+    verdict = parts if isinstance(parts, str) else _verdict(parts)
+    if gaps:
+        measured += "; missing or diverged: " + "; ".join(gaps)
+        if verdict == REPRODUCED:
+            verdict = INCONCLUSIVE
+            measured += " (reproduced on the surviving runs only, so not reproduced as a whole)"
+    decide = _decide(comparisons, gaps) if verdict == INCONCLUSIVE else ""
+    return Finding(verdict, measured, numbers, decide=decide)
+
+
+def _decide(comparisons: Sequence[dict], gaps: Sequence[str]) -> str:
+    """Which comparison is undecided and about how many seeds would decide it (stats.seeds_to_decide)."""
+    text = []
+    for c in comparisons:
+        label, iv, outcome = c["label"], c["iv"], c["outcome"]
+        if outcome == stats.ONE_SEED:
+            text.append(f"{label}: one seed, no spread measured (≥ 3 seeds would give one)")
+        elif outcome == stats.NO_DATA:
+            text.append(f"{label}: no seed to compare")
+        elif outcome == stats.WITHIN_FLOOR:
+            text.append(f"{label} {iv.describe(signed=True)} is clear of 0 but below the effect-size floor "
+                        f"{c['floor']:g}: more seeds would not make it material")
+        elif outcome == stats.WITHIN_NOISE:
+            text.append(f"{label} {iv.describe(signed=True)} is inside the noise; " + _seeds_needed(iv, c["effect"]))
+    if gaps:
+        text.append("rerunning the missing or diverged runs named above")
+    return "; ".join(text)
+
+
+def _seeds_needed(iv: Interval, effect: float) -> str:
+    n = stats.seeds_to_decide(iv, effect)
+    noise = f"; the test set's own noise is ±{1.96 * math.sqrt(iv.extra_var):.3g}" if iv.extra_var else ""
+    if n is None:
+        return "no effect to resolve (the mean sits on what would decide it)"
+    if math.isinf(n):
+        return f"no number of seeds would decide it at effect {effect:.3g}{noise}: a larger test set would"
+    return f"about {n:.0f} seeds would decide it (sd {iv.sd:.3g}, effect {effect:.3g}{noise})"
+
+
 # ---------------------------------------------------------------------------------------- the tests
 def c1(layers: pd.DataFrame, options: ClaimOptions) -> Finding:
     """Layers table (width_ratio per run and layer). At the lowest density where phew and synflow-l2 both have
     runs: per seed, a run's narrowest layer is its minimum width_ratio over layers; the difference phew −
-    synflow-l2 (paired by seed) is above 0. Structural: with one seed the sign decides."""
+    synflow-l2 (paired by seed) is above 0 and its mean at least structural_floor (a smaller gap is no bottleneck:
+    undecided). Structural: with one seed the difference itself decides, against the same floor."""
     _need(layers, ["width_ratio"], "layers")
     layers = _plain(layers)
     methods = ["phew", "synflow-l2"]
     d = _lowest_common_density(layers, methods)
     at = layers[layers["density"] == d]
+    gaps = _gaps(at, methods, "width_ratio", d, trained=False)
     narrow = {m: _per_seed(at[at["method"] == m], "width_ratio", "min") for m in methods}
     diff = stats.difference(narrow["phew"], narrow["synflow-l2"])
-    outcome = stats.outcome_greater(diff, point_decides=True)
+    floor = options.structural_floor
+    outcome = stats.outcome_greater(diff, point_decides=True, floor=floor)
     ivs = {m: stats.t_interval(v) for m, v in narrow.items()}
     numbers = [_num("narrowest width_ratio", m, d, iv) for m, iv in ivs.items()]
     numbers.append(_num("difference", "phew − synflow-l2", d, diff, "narrowest width_ratio"))
     measured = (f"narrowest layer's width_ratio at density {d:.4g}: phew {ivs['phew'].describe()}, synflow-l2 "
-                f"{ivs['synflow-l2'].describe()}; phew − synflow-l2 {diff.describe(signed=True)}: {outcome}")
-    return Finding(_verdict([stats.part(outcome)]), measured, numbers)
+                f"{ivs['synflow-l2'].describe()}; phew − synflow-l2 {diff.describe(signed=True)} (floor "
+                f"{floor:g}): {outcome}")
+    return _finding([stats.part(outcome)], measured, numbers,
+                    [_gt("phew − synflow-l2 (narrowest width_ratio)", diff, outcome, floor)], gaps)
+
+
+def _log_traces(at: pd.DataFrame, methods: Sequence[str]) -> dict[str, dict]:
+    """{method: {seed: log10 trace}}, a trace of 0 (no input–output path) as −inf: kept, never dropped."""
+    trace = {m: _per_seed(at[at["method"] == m], "init_path_kernel_trace") for m in methods}
+    return {m: {s: math.log10(v) if v > 0 else -math.inf for s, v in t.items()} for m, t in trace.items()}
+
+
+def _trace_part(per_seed: dict, at_least: float, floor: float) -> tuple[str, Interval, list, list]:
+    """A per-seed log-trace comparison that must be ≥ at_least: seeds where a zero trace of the claim's own side
+    makes it −inf (or undefined) count against it; seeds where only the other side's trace is 0 (+inf) for it.
+    The finite seeds are judged as a structural comparison (one seed: its value decides)."""
+    finite = {s: v for s, v in per_seed.items() if math.isfinite(v)}
+    against = sorted(s for s, v in per_seed.items() if not math.isfinite(v) and not v > 0)
+    for_ = sorted(s for s, v in per_seed.items() if v == math.inf)
+    iv = stats.t_interval(finite, kind="paired")
+    if against:
+        return stats.BELOW, iv, against, for_
+    if not finite:
+        return (stats.ABOVE if for_ else stats.NO_DATA), iv, against, for_
+    return stats.outcome_greater(stats.shifted(iv, at_least), point_decides=True, floor=floor), iv, against, for_
 
 
 def c2(runs: pd.DataFrame, options: ClaimOptions) -> Finding:
     """Runs table (init_path_kernel_trace: the path-kernel trace T of the network as training starts). At the
-    lowest density where phew, random and synflow-l2 all have runs, with L = log10 T per seed: (a) L(phew) −
-    L(random) above 0, paired over the seeds where both traces are positive; (b) on the log scale phew is nearer
-    synflow-l2 than random is: per seed |L(random) − L(synflow-l2)| − |L(phew) − L(synflow-l2)| above 0, over the
-    seeds where all three are positive. Structural: with one seed the sign decides. A trace of 0 (no input–output
-    path) is reported with its method and seeds and never enters a log mean; those seeds drop out of the
-    comparisons, and a comparison left with no seed is inconclusive."""
+    lowest density where phew, random and synflow-l2 all have runs, with L = log10 T per seed (a trace of 0, no
+    input–output path, is L = −∞: it counts against its method and is never dropped): (a) far above: L(phew) −
+    L(random) − min_trace_gap_decades above 0 (phew at least that many decades above random); (b) nearer
+    SynFlow-L2's than random's, on its own: per seed |L(phew) − L(random)| − |L(phew) − L(synflow-l2)| above 0
+    with a mean of at least trace_floor_decades. A seed where phew (or, in (b), synflow-l2) has trace 0 contradicts
+    the part; a seed where only random has trace 0 supports it. Structural: with one seed the value decides."""
     _need(runs, ["init_path_kernel_trace"], "runs")
     runs = _plain(runs)
-    runs = runs[runs["init_path_kernel_trace"].notna()]
     methods = ["phew", "random", "synflow-l2"]
-    d = _lowest_common_density(runs, methods, "runs with a path-kernel trace")
-    at = runs[runs["density"] == d]
-    trace = {m: _per_seed(at[at["method"] == m], "init_path_kernel_trace") for m in methods}
-    zero = {m: sorted(s for s, v in t.items() if v <= 0) for m, t in trace.items()}
-    logs = {m: {s: math.log10(v) for s, v in t.items() if v > 0} for m, t in trace.items()}
-    above = stats.difference(logs["phew"], logs["random"], paired=True)
-    gap_l2 = stats.difference(logs["phew"], logs["synflow-l2"], paired=True)
-    both = sorted(set(logs["phew"]) & set(logs["random"]) & set(logs["synflow-l2"]))
-    nearer = stats.t_interval({s: abs(logs["random"][s] - logs["synflow-l2"][s])
-                               - abs(logs["phew"][s] - logs["synflow-l2"][s]) for s in both}, kind="paired")
-    oa, ob = stats.outcome_greater(above, True), stats.outcome_greater(nearer, True)
-
-    numbers = [_num("log10 trace", m, d, stats.t_interval(v), "positive traces only") for m, v in logs.items()]
-    numbers += [_count("seeds with trace 0", m, d, s) for m, s in zero.items() if s]
-    numbers += [_num("difference", "phew − random", d, above, "log10 trace (decades)"),
-                _num("difference", "phew − synflow-l2", d, gap_l2, "log10 trace (decades)"),
-                _num("difference", "dist(random, synflow-l2) − dist(phew, synflow-l2)", d, nearer,
-                     "log10 trace (decades)")]
-    notes = [f"{m} has trace 0 (no input–output path) at seed{'s' if len(s) > 1 else ''} {_seeds(s)}"
-             for m, s in zero.items() if s]
-    if above.n == 0:
-        notes.append("no seed where phew and random both have a positive trace")
-    if nearer.n == 0:
-        notes.append("no seed where phew, random and synflow-l2 all have a positive trace")
-    measured = (f"log10 trace at density {d:.4g}: PHEW − SynFlow-L2 {gap_l2.describe('.2f', True)} decades, "
-                f"PHEW − random {above.describe('.2f', True)} decades: {oa}; random's distance to SynFlow-L2 minus "
-                f"PHEW's {nearer.describe('.2f', True)} decades: {ob}" + "".join(f"; {n}" for n in notes))
-    return Finding(_verdict([stats.part(oa), stats.part(ob)]), measured, numbers)
+    d = _lowest_common_density(runs[runs["init_path_kernel_trace"].notna()], methods, "runs with a path-kernel trace")
+    gaps = _gaps(runs[runs["density"] == d], methods, "init_path_kernel_trace", d, trained=False)
+    at = runs[(runs["density"] == d) & runs["init_path_kernel_trace"].notna()]
+    logs = _log_traces(at, methods)
+    p, r, s2 = logs["phew"], logs["random"], logs["synflow-l2"]
+    gap, floor = options.min_trace_gap_decades, options.trace_floor_decades
+    a = {s: p[s] - r[s] if math.isfinite(p[s]) else -math.inf for s in sorted(set(p) & set(r))}
+    b = {s: (abs(p[s] - r[s]) - abs(p[s] - s2[s])) if math.isfinite(p[s]) and math.isfinite(s2[s]) else -math.inf
+         for s in sorted(set(p) & set(r) & set(s2))}
+    oa, above, against_a, for_a = _trace_part(a, gap, 0.0)
+    ob, nearer, against_b, for_b = _trace_part(b, 0.0, floor)
+    zero = {m: sorted(s for s, v in t.items() if v == -math.inf) for m, t in logs.items()}
+    numbers = [_num("log10 trace", m, d, stats.t_interval({s: v for s, v in t.items() if math.isfinite(v)}),
+                    "positive traces") for m, t in logs.items()]
+    numbers += [_count("seeds with trace 0", m, d, z) for m, z in zero.items() if z]
+    numbers += [_num("difference", "phew − random", d, above, f"log10 trace (decades), ≥ {gap:g} wanted"),
+                _num("difference", "dist(phew, random) − dist(phew, synflow-l2)", d, nearer, "log10 trace (decades)")]
+    notes = [f"{m} has trace 0 (no input–output path) at seed{'s' if len(z) > 1 else ''} {_seeds(z)}, counted "
+             f"{'for' if m == 'random' else 'against'} the claim" for m, z in zero.items() if z]
+    measured = (f"log10 trace at density {d:.4g}: PHEW − random {above.describe('.2f', True)} decades (≥ {gap:g} "
+                f"wanted): {oa}; PHEW's distance to random minus its distance to SynFlow-L2 "
+                f"{nearer.describe('.2f', True)} decades (floor {floor:g}): {ob}" + "".join(f"; {n}" for n in notes))
+    return _finding([stats.part(oa), stats.part(ob)], measured, numbers,
+                    [_gt(f"phew − random − {gap:g} decades", stats.shifted(above, gap), oa),
+                     _gt("dist(phew, random) − dist(phew, synflow-l2)", nearer, ob, floor)], gaps)
 
 
 def c3(runs: pd.DataFrame, options: ClaimOptions) -> Finding:
-    """Runs table (final_test_acc). At every density ≤ claim_density_max where phew, synflow and synflow-l2 all
-    have runs: the test-accuracy differences phew − synflow and phew − synflow-l2, paired by seed. A density is a
-    win if both are above 0, a loss if either is below 0. Of n such densities: reproduced if wins > n/2; not
-    reproduced if n − losses ≤ n/2 (a majority of wins is impossible); else inconclusive. With one seed no
-    density is a win or a loss."""
+    """Runs table (final_test_acc, test_size). At every density ≤ claim_density_max where phew, synflow and
+    synflow-l2 all have runs: the test-accuracy differences phew − synflow and phew − synflow-l2, paired by seed,
+    their intervals widened by the test set's binomial noise. A density is a win if both are above 0, a loss if
+    either is below 0. Of n such densities: reproduced if wins > n/2; not reproduced if n − losses ≤ n/2 (a
+    majority of wins is impossible); else inconclusive. With one seed no density is a win or a loss. A diverged or
+    missing run of a compared method is named, and a verdict that would rest on the survivors is inconclusive."""
     _need(runs, ["final_test_acc"], "runs")
     runs = _plain(runs)
     methods = ["phew", "synflow", "synflow-l2"]
@@ -273,66 +414,98 @@ def c3(runs: pd.DataFrame, options: ClaimOptions) -> Finding:
     except Missing:
         _common_densities(runs, methods)  # names a method with no runs at all, if that is what is missing
         raise
-    wins = losses = 0
-    numbers, margins = [], []
+    n_test = _test_size(low[low["method"].isin(methods)])
+    tally, numbers, margins, undecided, gaps = [0, 0], [], [], [], []
     for d in densities:
         at = runs[runs["density"] == d]
-        acc = {m: _per_seed(at[at["method"] == m], "final_test_acc") for m in methods}
-        numbers += [_num("final_test_acc", m, d, stats.t_interval(v)) for m, v in acc.items()]
-        outcomes = []
-        for other in ("synflow", "synflow-l2"):
-            diff = stats.difference(acc["phew"], acc[other])
-            outcomes.append(stats.outcome_greater(diff, point_decides=False))
-            numbers.append(_num("difference", f"phew − {other}", d, diff, "final_test_acc"))
-            margins.append(f"d={d:.4g} phew − {other} {diff.describe(signed=True)} {outcomes[-1]}")
-        wins += all(o == stats.ABOVE for o in outcomes)
-        losses += any(o == stats.BELOW for o in outcomes)
-    n = len(densities)
+        gaps += _gaps(at, methods, "final_test_acc", d)
+        outcomes = _accuracy_vs(at, "phew", ["synflow", "synflow-l2"], n_test, d, numbers, margins, undecided)
+        tally[0] += all(o == stats.ABOVE for o in outcomes)
+        tally[1] += any(o == stats.BELOW for o in outcomes)
+    (wins, losses), n = tally, len(densities)
     verdict = REPRODUCED if wins > n / 2 else NOT_REPRODUCED if n - losses <= n / 2 else INCONCLUSIVE
     measured = (f"{wins} win(s), {losses} loss(es) of {n} densit{'y' if n == 1 else 'ies'} ≤ "
-                f"{options.claim_density_max:g}; " + "; ".join(margins))
-    return Finding(verdict, measured, numbers)
+                f"{options.claim_density_max:g} ({n_test:,.0f} test images); " + "; ".join(margins))
+    return _finding(verdict, measured, numbers, undecided, gaps)
+
+
+def _accuracy_vs(at: pd.DataFrame, method: str, others: Sequence[str], n_test: float, d: float, numbers: list,
+                 margins: list, undecided: list, detail: str = "final_test_acc") -> list[str]:
+    """acc(method) − acc(other) for each other at one density (test-set noise included): their outcomes; the
+    intervals go to `numbers`, the texts to `margins`, the comparisons to `undecided` (for `decide`)."""
+    acc = {m: _per_seed(at[at["method"] == m], "final_test_acc") for m in (method, *others)}
+    numbers += [_num("final_test_acc", m, d, stats.t_interval(v), detail) for m, v in acc.items()]
+    outcomes = []
+    for other in others:
+        diff = stats.accuracy_difference(acc[method], acc[other], n_test)
+        outcomes.append(stats.outcome_greater(diff, point_decides=False))
+        numbers.append(_num("difference", f"{method} − {other}", d, diff, detail))
+        margins.append(f"d={d:.4g} {method} − {other} {diff.describe(signed=True)} {outcomes[-1]}")
+        undecided.append(_gt(f"{method} − {other} at density {d:.4g}", diff, outcomes[-1]))
+    return outcomes
+
+
+def _majority(wins: int, losses: int, n: int) -> str:
+    """A part over n densities: holds with a majority of wins, contradicted when one is impossible, else open."""
+    return stats.HOLDS if wins > n / 2 else stats.CONTRADICTED if n - losses <= n / 2 else stats.OPEN
 
 
 def c4(runs: pd.DataFrame, options: ClaimOptions) -> Finding:
-    """Runs table (final_test_acc), re-initialised runs only (variant reinit, structure never frozen). (a) At every
-    density where imp and random-like-imp (random wiring with IMP's per-layer counts) both have runs: acc(imp) −
-    acc(random-like-imp), paired by seed, is equivalent within ±equivalence_margin; all equivalent: the part holds,
-    any different: contradicted. (b) At the lowest density where random, dnw and rigl all have runs (they share
-    the same layer allocation by construction, so random is their fair comparator): dnw − random and rigl −
-    random are both above 0."""
+    """Runs table (final_test_acc, test_size), re-initialised runs only (variant reinit, structure never frozen),
+    accuracy intervals widened by the test set's binomial noise. (a) At every density where imp and
+    random-like-imp (random wiring with IMP's per-layer counts) both have runs: acc(imp) − acc(random-like-imp),
+    paired by seed, is equivalent within ±equivalence_margin; all equivalent: the part holds, any different:
+    contradicted. (b) At every density where random, dnw and rigl all have runs (they share the same layer
+    allocation by construction, so random is their fair comparator): a density is a win if dnw − random and
+    rigl − random are both above 0, a loss if either is below 0; the part holds with a majority of wins and is
+    contradicted when a majority is impossible (as C3). Diverged or missing compared runs are named, and a verdict
+    that would rest on the survivors is inconclusive."""
     _need(runs, ["final_test_acc"], "runs")
     reinit = _unfrozen(_variant(runs, "reinit"))
     what = "re-initialised runs"
     like = _common_densities(reinit, ["imp", "random-like-imp"], what)
-    db = _lowest_common_density(reinit, ["random", "dnw", "rigl"], what)
+    dens_b = _common_densities(reinit, ["random", "dnw", "rigl"], what)
+    n_test = _test_size(reinit)
     margin = options.equivalence_margin
-
-    def acc(d: float, m: str) -> dict:
-        return _per_seed(reinit[(reinit["density"] == d) & (reinit["method"] == m)], "final_test_acc")
-
-    numbers, text_a, outcomes_a = [], [], []
+    numbers, text_a, outcomes_a, undecided, gaps = [], [], [], [], []
     for d in like:
-        a = {m: acc(d, m) for m in ("imp", "random-like-imp")}
+        at = reinit[reinit["density"] == d]
+        gaps += _gaps(at, ["imp", "random-like-imp"], "final_test_acc", d)
+        a = {m: _per_seed(at[at["method"] == m], "final_test_acc") for m in ("imp", "random-like-imp")}
         numbers += [_num("final_test_acc", m, d, stats.t_interval(v), "reinit") for m, v in a.items()]
-        diff = stats.difference(a["imp"], a["random-like-imp"])
+        diff = stats.accuracy_difference(a["imp"], a["random-like-imp"], n_test)
         outcomes_a.append(stats.equivalence(diff, margin))
         numbers.append(_num("difference", "imp − random-like-imp", d, diff, "final_test_acc, reinit"))
         text_a.append(f"d={d:.4g} {diff.describe(signed=True)} {outcomes_a[-1]}")
+        undecided.append(_eq(f"imp − random-like-imp at density {d:.4g} (±{margin:g})", diff, outcomes_a[-1],
+                             margin))
     part_a = (stats.CONTRADICTED if stats.DIFFERENT in outcomes_a
               else stats.HOLDS if all(o == stats.EQUIVALENT for o in outcomes_a) else stats.OPEN)
-    b = {m: acc(db, m) for m in ("random", "dnw", "rigl")}
-    numbers += [_num("final_test_acc", m, db, stats.t_interval(v), "reinit") for m, v in b.items()]
-    parts_b, text_b = [], []
-    for m in ("dnw", "rigl"):
-        diff = stats.difference(b[m], b["random"])
-        outcome = stats.outcome_greater(diff, point_decides=False)
-        parts_b.append(stats.part(outcome))
-        numbers.append(_num("difference", f"{m} − random", db, diff, "final_test_acc, reinit"))
-        text_b.append(f"{m} − random {diff.describe(signed=True)} {outcome}")
-    measured = (f"(a) imp − random-like-imp within ±{margin:g}: " + "; ".join(text_a)
-                + f". (b) at density {db:.4g}: " + ", ".join(text_b))
-    return Finding(_verdict([part_a, *parts_b]), measured, numbers)
+    wins = losses = 0
+    text_b = []
+    for d in dens_b:
+        at = reinit[reinit["density"] == d]
+        gaps += _gaps(at, ["random", "dnw", "rigl"], "final_test_acc", d)
+        outcomes = _accuracy_vs(at, "dnw", ["random"], n_test, d, numbers, text_b, undecided, "final_test_acc, reinit")
+        outcomes += _accuracy_vs(at, "rigl", ["random"], n_test, d, numbers, text_b, undecided,
+                                 "final_test_acc, reinit")
+        wins += all(o == stats.ABOVE for o in outcomes)
+        losses += any(o == stats.BELOW for o in outcomes)
+    part_b = _majority(wins, losses, len(dens_b))
+    measured = (f"({n_test:,.0f} test images) (a) imp − random-like-imp within ±{margin:g}: " + "; ".join(text_a)
+                + f". (b) {wins} win(s), {losses} loss(es) of {len(dens_b)} densities: " + "; ".join(text_b))
+    return _finding([part_a, part_b], measured, _dedupe(numbers), undecided, gaps)
+
+
+def _dedupe(numbers: list[dict]) -> list[dict]:
+    """Number rows without repeats (an accuracy row written once per comparison it enters)."""
+    seen, out = set(), []
+    for n in numbers:
+        key = (n["quantity"], n["method"], n["density"], n["detail"])
+        if key not in seen:
+            seen.add(key)
+            out.append(n)
+    return out
 
 
 def _bool(series: pd.Series) -> pd.Series:
@@ -341,17 +514,28 @@ def _bool(series: pd.Series) -> pd.Series:
     return series.astype(str).str.strip().str.lower().isin(["true", "1", "1.0", "yes"])
 
 
+SENSITIVITY_READINGS = {"ranking": ("global", "layer"), "bn": ("stale", "recalibrated")}  # C5/C5b's open choices
+
+
+def reading_name(ranking: str, bn: str) -> str:
+    """A reading of the sensitivity curves' open choices, as Finding.readings names it: "ranking=R, bn=B"."""
+    return f"ranking={ranking}, bn={bn}"
+
+
 def _sensitivity(sens: pd.DataFrame, options: ClaimOptions) -> tuple[pd.DataFrame, float]:
-    """The original, unfrozen curves and the density C5 and C5b are judged at."""
+    """The original, unfrozen curves (with their reading: ranking, bn) and the density C5 and C5b are judged at.
+    A table without a ranking column predates the per-layer reading: its curves ranked globally."""
     _need(sens, ["mode", "bn_recalibrated", "fraction", "test_acc"], "sensitivity")
     if "num_classes" not in sens:
         raise Missing("the sensitivity table has no num_classes column (the chance level): rebuild it "
                       "(python -m sparsenets table --kind sensitivity)")
-    sens = _plain(sens).assign(bn_recalibrated=lambda t: _bool(t["bn_recalibrated"]))
-    stale = sens[~sens["bn_recalibrated"]]
-    if stale.empty:
-        raise Missing("no sensitivity curves with stale BN statistics")
-    densities = sorted(stale["density"].unique())
+    recal = _bool(sens["bn_recalibrated"])
+    ranking = sens["ranking"].fillna("global").astype(str) if "ranking" in sens else "global"
+    sens = _plain(sens.assign(bn_recalibrated=recal, ranking=ranking, bn=recal.map({False: "stale",
+                                                                                    True: "recalibrated"})))
+    if sens.empty:
+        raise Missing("no sensitivity curves of original, unfrozen runs")
+    densities = sorted(sens["density"].unique())
     if options.focus_density is not None:
         focus = options.focus_density
         d = min(densities, key=lambda x: abs(x - focus))
@@ -359,7 +543,7 @@ def _sensitivity(sens: pd.DataFrame, options: ClaimOptions) -> tuple[pd.DataFram
             raise Missing(f"no sensitivity curves at the focus density {focus:.4g} (have "
                           f"{', '.join(f'{x:.4g}' for x in densities)})")
         return sens, float(d)
-    usable = [d for d, g in stale.groupby("density")
+    usable = [d for d, g in sens.groupby("density")
               if "random" in set(g["method"]) and any(_compared(m) and m != "random" for m in set(g["method"]))]
     if not usable:
         raise Missing("no density with sensitivity curves of random and another method")
@@ -371,9 +555,20 @@ def _compared(method: str) -> bool:
     return not method.startswith("random-like-")
 
 
-def _areas(curves: pd.DataFrame) -> tuple[dict[str, dict], list[str], tuple[float, float]]:
-    """Per run (method, seed): area under a(f) = (acc(f) − chance)/(acc(0) − chance), trapezoid over the fractions
-    every run has, divided by (max f − min f). Also the runs that cannot be normalised, and the fraction range."""
+@dataclass(frozen=True)
+class _Curves:
+    """One reading's normalised curves a(f) per method and seed on the shared fractions `f`, the runs that cannot be
+    normalised, and the test-set noise of one a(f) per fraction (0 where the test-set size is not recorded)."""
+
+    f: np.ndarray
+    a: dict[str, dict[Any, np.ndarray]]
+    unusable: list[str]
+    noise: np.ndarray
+
+
+def _normalised(curves: pd.DataFrame) -> _Curves:
+    """Per run (method, seed): a(f) = (acc(f) − chance)/(acc(0) − chance) over the fractions every run has. The
+    test-set noise of a(f): p̄(1 − p̄)/n_test/span̄² (p̄, span̄: means over the runs), from column test_size."""
     per_run = curves.groupby(["method", "seed", "fraction"])["test_acc"].mean()
     runs = per_run.groupby(level=[0, 1])
     shared = set.intersection(*(set(g.index.get_level_values(2)) for _, g in runs))
@@ -381,27 +576,94 @@ def _areas(curves: pd.DataFrame) -> tuple[dict[str, dict], list[str], tuple[floa
     if len(f) < 2 or f[0] != 0:
         raise Missing("the sensitivity curves share no fraction 0 and a larger fraction")
     chance = 1.0 / curves.groupby(["method", "seed"])["num_classes"].first()
-    areas: dict[str, dict] = {}
-    unusable = []
+    a: dict[str, dict] = {}
+    unusable, accs, spans = [], [], []
     for (method, seed), g in runs:
         acc = g.droplevel([0, 1]).loc[f].to_numpy(dtype=float)
         c = float(chance[(method, seed)])
         span = acc[0] - c
-        areas.setdefault(method, {})
+        a.setdefault(method, {})
         if not span >= MIN_SPAN:
             unusable.append(f"{method} seed {_seed(seed)} (acc(0) − chance {span:.3f})")
             continue
-        a = (acc - c) / span
-        areas[method][_seed(seed)] = float(np.sum((a[1:] + a[:-1]) / 2 * np.diff(f)) / (f[-1] - f[0]))
-    return areas, unusable, (float(f[0]), float(f[-1]))
+        a[method][_seed(seed)] = (acc - c) / span
+        accs.append(acc)
+        spans.append(span)
+    sizes = pd.to_numeric(curves["test_size"], errors="coerce") if "test_size" in curves else pd.Series(dtype=float)
+    if sizes.isna().all():
+        raise Missing("the sensitivity curves record no test-set size (test_size), so no interval can include the "
+                      "test set's own noise: rerun the sensitivity jobs with this version")
+    noise = np.zeros(len(f))
+    if accs:
+        p = np.mean(accs, axis=0)
+        noise = np.array([stats.binomial_var(x, float(sizes.min())) for x in p]) / np.mean(spans) ** 2
+    return _Curves(f, a, unusable, noise)
+
+
+def _areas(curves: pd.DataFrame) -> tuple[dict[str, dict], list[str], tuple[float, float]]:
+    """Per run (method, seed): area under a(f) (`_normalised`), trapezoid over the fractions every run has, divided
+    by (max f − min f). Also the runs that cannot be normalised, and the fraction range."""
+    c = _normalised(curves)
+    return ({m: {s: _area(c.f, v) for s, v in by_seed.items()} for m, by_seed in c.a.items()}, c.unusable,
+            (float(c.f[0]), float(c.f[-1])))
+
+
+def _area(f: np.ndarray, a: np.ndarray) -> float:
+    return float(np.sum((a[1:] + a[:-1]) / 2 * np.diff(f)) / (f[-1] - f[0]))
+
+
+def _ordered(c: _Curves, m: str, ref: str) -> tuple[str, Interval, list[tuple[float, Interval]], str]:
+    """Is m's curve above ref's across the curve? The area difference (paired by seed, widened by the test set's
+    noise) decides only when no fraction f > 0 shows the opposite order outside the noise; curves that cross are
+    inconclusive. Returns the outcome, the area difference, the fractions where the order is reversed (with their
+    pointwise differences) and a note saying so."""
+    area = {k: {s: _area(c.f, v) for s, v in c.a[k].items()} for k in (m, ref)}
+    diff = stats.difference(area[m], area[ref], extra_var=float(c.noise[1:].max()))
+    outcome = stats.outcome_greater(diff, point_decides=False)
+    points = [(float(f), stats.difference({s: v[i] for s, v in c.a[m].items()},
+                                          {s: v[i] for s, v in c.a[ref].items()}, extra_var=float(c.noise[i])))
+              for i, f in enumerate(c.f) if i > 0]
+    sides = {p: [(f, iv) for f, iv in points if stats.outcome_greater(iv, False) == p] for p in (stats.ABOVE,
+                                                                                             stats.BELOW)}
+    opposite = {stats.ABOVE: stats.BELOW, stats.BELOW: stats.ABOVE}.get(outcome)
+    crossing = sides[opposite] if opposite else (sides[stats.BELOW] if sides[stats.ABOVE] else [])
+    if not crossing:
+        return outcome, diff, [], ""
+    where = ", ".join(f"{f:g}" for f, _ in crossing)
+    side = "below" if crossing[0][1].mean < 0 else "above"
+    return (stats.WITHIN_NOISE, diff, crossing,
+            f"the curves cross: {m} is {side} {ref} at f = {where}, outside the noise (the area alone does not decide)")
+
+
+def _judge_reading(curves: pd.DataFrame, pairs: Sequence[tuple[str, str]], d: float, quantity: str
+                   ) -> tuple[str, str, list[dict]]:
+    """One reading's verdict on `pairs` (each: m above ref across the curve), what was measured, its numbers."""
+    c = _normalised(curves)
+    needed = sorted({m for p in pairs for m in p})
+    span = f"f = {c.f[0]:g}…{c.f[-1]:g}"
+    numbers = [_num(quantity, m, d, stats.t_interval({s: _area(c.f, v) for s, v in c.a.get(m, {}).items()}), span)
+               for m in needed]
+    parts, text = [], []
+    for m, ref in pairs:
+        outcome, diff, crossing, note = _ordered(c, m, ref)
+        parts.append(stats.part(outcome))
+        numbers.append(_num("difference", f"{m} − {ref}", d, diff, quantity))
+        numbers += [_num("difference", f"{m} − {ref}", d, iv, f"a(f) at f = {f:g}, {quantity}") for f, iv in crossing]
+        text.append(f"{m} − {ref} {diff.describe(signed=True)} {note or outcome}")
+    notes = ""
+    if c.unusable:
+        notes += f"; cannot be normalised (acc(0) − chance < {MIN_SPAN:g}): " + ", ".join(c.unusable)
+    empty = [m for m in needed if not c.a.get(m)]
+    if empty:
+        notes += f"; no normalisable seed of {', '.join(empty)}"
+    return _verdict(parts), f"({span}) " + "; ".join(text) + notes, numbers
 
 
 def _area_test(sens: pd.DataFrame, options: ClaimOptions, mode: str, pairs: Sequence[tuple[str, str]] | None,
                label: str) -> Finding:
     sens, d = _sensitivity(sens, options)
     at = sens[(sens["density"] == d) & (sens["mode"] == mode)]
-    stale, recal = at[~at["bn_recalibrated"]], at[at["bn_recalibrated"]]
-    methods = sorted(set(stale["method"]))
+    methods = sorted(set(at["method"]))
     if pairs is None:  # C5: every compared method against random
         if "random" not in methods:
             raise Missing(f"no random {mode} curves at density {d:.4g}")
@@ -413,52 +675,42 @@ def _area_test(sens: pd.DataFrame, options: ClaimOptions, mode: str, pairs: Sequ
     absent = [m for m in needed if m not in methods]
     if absent:
         raise Missing(f"no {', '.join(absent)} {mode} curves at density {d:.4g}")
-    stale = stale[stale["method"].isin(needed)]
-    areas, unusable, (f0, f1) = _areas(stale)
-    quantity = f"area ({label}, stale BN)"
-    numbers = [_num(quantity, m, d, stats.t_interval(areas[m]), f"f = {f0:g}…{f1:g}") for m in needed]
-    parts, text = [], []
-    for m, ref in pairs:
-        diff = stats.difference(areas[m], areas[ref])
-        outcome = stats.outcome_greater(diff, point_decides=False)
-        parts.append(stats.part(outcome))
-        numbers.append(_num("difference", f"{m} − {ref}", d, diff, quantity))
-        text.append(f"{m} − {ref} {diff.describe(signed=True)} {outcome}")
-    if not recal.empty:
-        try:
-            recal_areas, _, (r0, r1) = _areas(recal[recal["method"].isin(needed)])
-        except Missing:
-            recal_areas = {}
-        numbers += [_num(f"area ({label}, recalibrated BN)", m, d, stats.t_interval(v), f"f = {r0:g}…{r1:g}")
-                    for m, v in recal_areas.items()]
-    notes = ""
-    if unusable:
-        notes += "; cannot be normalised (acc(0) − chance < 0.02): " + ", ".join(unusable)
-    empty = [m for m in needed if not areas.get(m)]
-    if empty:
-        notes += f"; no normalisable seed of {', '.join(empty)}"
-    measured = (f"area under the normalised curve ({label}, stale BN, f = {f0:g}…{f1:g}) at density {d:.4g}: "
-                + "; ".join(text) + notes)
-    return Finding(_verdict(parts), measured, numbers)
+    configured = reading_name(options.sensitivity_ranking, options.sensitivity_bn)
+    at = at[at["method"].isin(needed)]
+    judged = {reading_name(r, b): _judge_reading(g, pairs, d, f"area ({label}, {r} ranking, {b} BN)")
+              for (r, b), g in at.groupby(["ranking", "bn"])}
+    if configured not in judged:
+        raise Missing(f"no {mode} curves under the configured reading ({configured}) at density {d:.4g}; have: "
+                      f"{'; '.join(judged) or 'none'}")
+    verdict, measured, numbers = judged[configured]
+    others = {k: v for k, v in judged.items() if k != configured}
+    for _, _, more in others.values():
+        numbers += [n for n in more if n["quantity"] == "difference"]
+    measured = (f"area under the normalised curve ({label}, {configured}) at density {d:.4g} {measured}"
+                + "".join(f". Reading {k}: {MARKS[v]} {v}: {m}" for k, (v, m, _) in others.items()))
+    return Finding(verdict, measured, numbers, readings={k: v for k, (v, _, _) in judged.items()})
 
 
 def c5(sens: pd.DataFrame, options: ClaimOptions) -> Finding:
-    """Sensitivity table (method, density, seed, mode, bn_recalibrated, fraction, test_acc, num_classes; chance =
-    1/num_classes). Further pruning by magnitude with stale BN statistics (the paper's protocol: no retraining,
-    no recalibration), at focus_density (the table's nearest density within 0.1 %) or, with none given, the lowest
-    density with curves of random and another method. Per run, the normalised curve a(f) = (acc(f) − chance) /
-    (acc(0) − chance) over the fractions every run has, and its area = trapezoid over f / (max f − min f) (an
-    untouched network scores 1). A run with acc(0) − chance < 0.02 cannot be normalised and is listed. Random
-    structures lose accuracy fastest: for every other method M (random-like-M baselines are random structures too
-    and are left out), area(M) − area(random), paired by seed, is above 0. Areas with recalibrated BN are reported,
-    not judged."""
+    """Sensitivity table (method, density, seed, mode, ranking, bn_recalibrated, fraction, test_acc, num_classes,
+    test_size; chance = 1/num_classes). Further pruning by magnitude, at focus_density (the table's nearest density
+    within 0.1 %) or, with none given, the lowest density with curves of random and another method. Per run, the
+    normalised curve a(f) = (acc(f) − chance) / (acc(0) − chance) over the fractions every run has, and its area =
+    trapezoid over f / (max f − min f) (an untouched network scores 1). A run with acc(0) − chance < 0.02 cannot be
+    normalised and is listed. Random structures lose accuracy fastest: for every other method M (random-like-M
+    baselines are random structures too and are left out), M's curve lies above random's across the curve:
+    area(M) − area(random), paired by seed, is above 0, and at no fraction f > 0 is a_M(f) − a_random(f) below 0
+    outside the noise (curves that cross are inconclusive, whatever the area says). Intervals add the test set's
+    binomial noise of one a(f) (p̄(1 − p̄)/n_test over span²; for the area its largest value over f). Judged under
+    every reading of the open choices (ranking: global or per layer; BN: stale or recalibrated; readings); the
+    verdict is the configured reading's (sensitivity_ranking, sensitivity_bn; the paper's protocol: stale BN)."""
     return _area_test(sens, options, "magnitude", None, "magnitude")
 
 
 def c5b(sens: pd.DataFrame, options: ClaimOptions) -> Finding:
-    """Sensitivity table, as C5 (same density, same normalised areas, stale BN) but removing weights at random
-    (mode random): area(dnw) − area(rigl), area(dnw) − area(random), area(imp) − area(rigl) and area(imp) −
-    area(random), each paired by seed, are all above 0."""
+    """Sensitivity table, as C5 (same density, normalised curves, ordering across the curve, readings) but removing
+    weights at random (mode random): dnw above rigl, dnw above random, imp above rigl and imp above random, each
+    across the curve."""
     pairs = [("dnw", "rigl"), ("dnw", "random"), ("imp", "rigl"), ("imp", "random")]
     return _area_test(sens, options, "random", pairs, "random removal")
 
@@ -466,11 +718,13 @@ def c5b(sens: pd.DataFrame, options: ClaimOptions) -> Finding:
 def c6(overlap: pd.DataFrame, options: ClaimOptions) -> Finding:
     """Overlap table (per run and epoch: overlap_prev, the share of the previous epoch's kept weights this epoch
     keeps, and overlap_final, the share of this epoch's kept weights the final structure keeps; epoch 0 is DNW's
-    structure at init). DNW runs at the lowest density with records: (a) the epoch-1 structure keeps at least half
-    of its edges to the end: overlap_final(1) − 0.5 above 0; (b) change per epoch c(e) = 1 − overlap_prev(e) for
-    e ≥ 1, total change 1 − overlap_final(0), share(e) = c(e)/total: epoch 1 makes the largest share: with e* the
-    later epoch with the largest mean change, c(1) − c(e*) per seed above 0. Structural: with one seed the sign
-    decides. No epoch-0 record: not enough runs (the structure at init was not recorded)."""
+    structure at init). DNW runs at the lowest density with records. "The majority of the structural changes
+    happen in the first epoch": the init→final change is T = 1 − overlap_final(0) (the share of the structure at
+    init the final one replaces), the change still to come after epoch 1 is R = 1 − overlap_final(1), and epoch 1
+    holds the share 1 − R/T of it; share − 1/2 is above 0 with a mean of at least structural_floor. Structural:
+    with one seed the value decides, against the same floor. A run whose structure never changed (T = 0) is named
+    and left out. The per-epoch change 1 − overlap_prev(e), as a share of T, is reported, not judged. No epoch-0
+    record: not enough runs (the structure at init was not recorded); no epoch after the first: not enough runs."""
     _need(overlap, ["epoch", "overlap_prev", "overlap_final"], "overlap")
     dnw = _plain(overlap[overlap["method"] == "dnw"])
     if dnw.empty:
@@ -482,41 +736,41 @@ def c6(overlap: pd.DataFrame, options: ClaimOptions) -> Finding:
     epochs = sorted(int(e) for e in final.columns)
     if 0 not in epochs or final[0].isna().all():
         raise Missing(f"dnw at density {d:.4g}: the structure at init was not recorded (no epoch-0 record)")
-    change = (1 - prev[[e for e in prev.columns if e >= 1]]).dropna(axis=1, how="all")
-    if 1 not in change.columns:
-        raise Missing(f"dnw at density {d:.4g}: no change recorded for epoch 1")
-    later = [e for e in change.columns if e > 1]
-    if not later:
-        raise Missing(f"dnw at density {d:.4g}: no record of an epoch after the first")
+    if 1 not in epochs or not [e for e in epochs if e > 1]:
+        raise Missing(f"dnw at density {d:.4g}: no record of epoch 1 and an epoch after it")
 
     def col(frame: pd.DataFrame, e: Any) -> dict:
         return {_seed(s): float(v) for s, v in frame[e].dropna().items()}
 
-    kept = stats.t_interval({s: v - MOSTLY for s, v in col(final, 1).items()})
-    kept_iv = stats.t_interval(col(final, 1))
-    e_star = int(change[later].mean().idxmax())
-    first = stats.difference(col(change, 1), col(change, e_star), paired=True)
-    oa, ob = stats.outcome_greater(kept, True), stats.outcome_greater(first, True)
     total = (1 - final[0]).where(lambda t: t > 0)
-    shares = change.div(total, axis=0)
-    numbers = [_num("overlap_final", "dnw", d, kept_iv, "epoch 1"),
-               _num("difference", "dnw", d, kept, "overlap_final(1) − 0.5")]
-    numbers += [_num("change share", "dnw", d, stats.t_interval(col(shares, e)), f"epoch {int(e)}")
-                for e in shares.columns]
-    numbers.append(_num("difference", "dnw", d, first, f"change epoch 1 − epoch {e_star}"))
-    share1 = stats.t_interval(col(shares, 1))
-    measured = (f"dnw at density {d:.4g}: epoch-1 structure kept to the end {kept_iv.describe()} (≥ 0.5: {oa}); "
-                f"epoch 1's share of the init→final change {share1.describe()}; change epoch 1 − epoch {e_star} "
-                f"(the largest later one) {first.describe(signed=True)}: {ob}")
-    return Finding(_verdict([stats.part(oa), stats.part(ob)]), measured, numbers)
+    still = [_seed(s) for s, t in (1 - final[0]).items() if not t > 0]
+    share = (1 - (1 - final[1]) / total).dropna()
+    share_iv = stats.t_interval({_seed(s): float(v) for s, v in share.items()})
+    majority = stats.shifted(share_iv, 0.5)
+    outcome = stats.outcome_greater(majority, point_decides=True, floor=options.structural_floor)
+    change = (1 - prev[[e for e in prev.columns if e >= 1]]).div(total, axis=0)
+    numbers = [_num("change share", "dnw", d, share_iv, "epoch 1's share of the init→final change"),
+               _num("difference", "dnw", d, majority, "epoch 1's share − 0.5")]
+    numbers += [_num("change share", "dnw", d, stats.t_interval(col(change, e)), f"epoch {int(e)}: 1 − overlap_prev")
+                for e in change.columns]
+    measured = (f"dnw at density {d:.4g}: epoch 1 holds {share_iv.describe()} of the init→final change "
+                f"(T = {stats.t_interval(col(1 - final, 0)).describe()}); share − 0.5 "
+                f"{majority.describe(signed=True)} (floor {options.structural_floor:g}): {outcome}")
+    if still:
+        numbers.append(_count("seeds whose structure never changed", "dnw", d, still))
+        measured += f"; the structure never changed at seed(s) {_seeds(still)} (left out)"
+    return _finding([stats.part(outcome)], measured, numbers,
+                    [_gt("epoch 1's share − 0.5", majority, outcome, options.structural_floor)])
 
 
 def c7(runs: pd.DataFrame, options: ClaimOptions) -> Finding:
-    """Runs table (final_test_acc, freeze_epoch), original weights. With k = freeze_claim_epoch (≥ 1): frozen runs
-    are method dnw-freeze{k} with freeze_epoch = k, the k = 0 baseline is dnw-freeze0, full DNW is method dnw never
-    frozen. At the lowest density where all three have runs: (a) acc(frozen k) − acc(full dnw), paired by seed, is
-    equivalent within ±equivalence_margin; (b) diminishing returns: per seed (acc_k − acc_0) − (acc_full − acc_k)
-    is above 0. k = 0 never stands in for k."""
+    """Runs table (final_test_acc, test_size, freeze_epoch), original weights, accuracy intervals widened by the
+    test set's binomial noise. With k = freeze_claim_epoch (≥ 1, below the recipe's epochs: checked before any job
+    runs): frozen runs are method dnw-freeze{k} with freeze_epoch = k, the k = 0 baseline is dnw-freeze0, full DNW
+    is method dnw never frozen. At the lowest density where all three have runs: (a) acc(frozen k) − acc(full dnw),
+    paired by seed, is equivalent within ±equivalence_margin; (b) diminishing returns: per seed (acc_k − acc_0) −
+    (acc_full − acc_k) is above 0. k = 0 never stands in for k. A diverged or missing run of the three is named,
+    and a verdict that would rest on the survivors is inconclusive."""
     _need(runs, ["final_test_acc"], "runs")
     k = options.freeze_claim_epoch
     original = _variant(runs, "original")
@@ -528,25 +782,139 @@ def c7(runs: pd.DataFrame, options: ClaimOptions) -> Finding:
     full = _unfrozen(original[original["method"] == "dnw"])
     names = {f"dnw-freeze{k}": frozen(k), "dnw-freeze0": frozen(0), "dnw": full}
     d = _lowest_common_density(pd.concat(names.values()), list(names))
-    acc = {m: _per_seed(t[t["density"] == d], "final_test_acc") for m, t in names.items()}
+    at = pd.concat(t[t["density"] == d] for t in names.values())
+    n_test = _test_size(at)
+    gaps = _gaps(at, list(names), "final_test_acc", d)
+    acc = {m: _per_seed(at[at["method"] == m], "final_test_acc") for m in names}
     a_k, a_0, a_full = acc[f"dnw-freeze{k}"], acc["dnw-freeze0"], acc["dnw"]
-    near = stats.difference(a_k, a_full)
+    near = stats.accuracy_difference(a_k, a_full, n_test)
     oa = stats.equivalence(near, options.equivalence_margin)
     common = sorted(set(a_k) & set(a_0) & set(a_full))
-    diminishing = stats.t_interval({s: (a_k[s] - a_0[s]) - (a_full[s] - a_k[s]) for s in common}, kind="paired")
+    p = float(np.mean([v for a in acc.values() for v in a.values()])) if common else math.nan
+    diminishing = stats.t_interval({s: (a_k[s] - a_0[s]) - (a_full[s] - a_k[s]) for s in common}, kind="paired",
+                                   extra_var=stats.binomial_var(p, n_test))
     ob = stats.outcome_greater(diminishing, point_decides=False)
     numbers = [_num("final_test_acc", m, d, stats.t_interval(v), f"k = {m.removeprefix('dnw-freeze')}"
                     if m != "dnw" else "full DNW") for m, v in acc.items()]
     numbers += [_num("difference", f"dnw-freeze{k} − dnw", d, near, "final_test_acc"),
                 _num("difference", "(k − 0) − (full − k)", d, diminishing, f"final_test_acc, k = {k}")]
-    measured = (f"at density {d:.4g}, k = {k}: frozen − full DNW {near.describe(signed=True)} "
-                f"(within ±{options.equivalence_margin:g}: {oa}); gain 0→k minus gain k→full "
-                f"{diminishing.describe(signed=True)}: {ob}")
-    return Finding(_verdict([stats.part(oa), stats.part(ob)]), measured, numbers)
+    measured = (f"at density {d:.4g}, k = {k} ({n_test:,.0f} test images): frozen − full DNW "
+                f"{near.describe(signed=True)} (within ±{options.equivalence_margin:g}: {oa}); gain 0→k minus gain "
+                f"k→full {diminishing.describe(signed=True)}: {ob}")
+    return _finding([stats.part(oa), stats.part(ob)], measured, numbers,
+                    [_eq(f"dnw-freeze{k} − dnw (±{options.equivalence_margin:g})", near, oa,
+                         options.equivalence_margin), _gt("(k − 0) − (full − k)", diminishing, ob)], gaps)
 
 
 Test = Callable[[pd.DataFrame, ClaimOptions], Finding]
 TESTS: dict[str, Test] = {"C1": c1, "C2": c2, "C3": c3, "C4": c4, "C5": c5, "C5b": c5b, "C6": c6, "C7": c7}
+
+
+# ---------------------------------------------------------------------------------------------- regime
+PAPER_IMAGES, PAPER_BATCH, PAPER_EPOCHS, PAPER_TEST = 50_000, 128, 160, 10_000  # both papers' CIFAR recipe
+PAPER_EPOCH_STEPS = PAPER_IMAGES // PAPER_BATCH  # 390 optimizer steps
+Z95 = 1.959963984540054
+_RECIPE = f"{PAPER_EPOCHS} epochs of {PAPER_EPOCH_STEPS} steps (batch {PAPER_BATCH}, {PAPER_IMAGES:,} images), " \
+          f"{PAPER_TEST:,} test images"
+PAPER_SETTINGS = {  # what each claim was shown on (docs/METHODS.md, "Claim regimes")
+    **{c: f"PHEW: VGG-19 and ResNet-20 on CIFAR-10/100, {_RECIPE}" for c in ("C1", "C2", "C3")},
+    **{c: f"Deconstructing: ResNet-18 on CIFAR-10, {_RECIPE}, ≥ 3 seeds" for c in ("C4", "C5", "C5b", "C6", "C7")},
+}
+
+
+def _recorded(df: pd.DataFrame, column: str, what: str) -> float:
+    """The smallest value of a regime column over `df`'s runs; unrecorded: the regime cannot be told."""
+    values = pd.to_numeric(df[column], errors="coerce") if column in df else pd.Series(dtype=float)
+    if values.isna().all():
+        raise Missing(f"the {what} record no {column}, so whether they can test the claim is unknown: rerun them "
+                      "with this version, or rebuild the table")
+    return float(values.min())
+
+
+def _steps_regime(df: pd.DataFrame, what: str) -> str:
+    """C6, C7: the claim concerns what follows the paper's first epoch (390 steps): the run's epoch must be at
+    least that long and the run must train on after it."""
+    steps, epochs = _recorded(df, "steps_per_epoch", what), _recorded(df, "epochs", what)
+    if steps >= PAPER_EPOCH_STEPS and epochs >= 2:
+        return ""
+    images = _recorded(df, "train_images", what) if "train_images" in df else math.nan
+    return (f"the {what}' epoch is {steps:,.0f} steps ({images:,.0f} images) and the whole run {steps * epochs:,.0f} "
+            f"steps ({epochs:.0f} epochs); the claim concerns what follows the paper's first epoch, "
+            f"{PAPER_EPOCH_STEPS} steps of {PAPER_BATCH} images ({PAPER_IMAGES:,})")
+
+
+def _margin_regime(df: pd.DataFrame, margin: float, what: str) -> str:
+    """C4, C7: "about as well" within ±margin needs a margin beyond the test set's own noise: z·√(p(1 − p)/n)."""
+    n = _recorded(df, "test_size", what)
+    p = float(pd.to_numeric(df["final_test_acc"], errors="coerce").mean())
+    noise = Z95 * math.sqrt(stats.binomial_var(p, n)) if not math.isnan(p) else 0.0
+    if noise < margin:
+        return ""
+    return (f"the equivalence margin ±{margin:g} is inside the test set's own noise: one accuracy of {p:.3f} on "
+            f"{n:,.0f} test images is ±{noise:.3f} (95 %)")
+
+
+def _regime_c4(runs: pd.DataFrame, options: ClaimOptions) -> str:
+    reinit = _unfrozen(_variant(runs, "reinit"))
+    return _margin_regime(reinit[reinit["method"].isin(["imp", "random-like-imp"])], options.equivalence_margin,
+                          "re-initialised imp runs")
+
+
+def _regime_c6(overlap: pd.DataFrame, options: ClaimOptions) -> str:
+    dnw = _plain(overlap[overlap["method"] == "dnw"])
+    return _steps_regime(dnw, "dnw runs") if not dnw.empty else ""
+
+
+def _regime_c7(runs: pd.DataFrame, options: ClaimOptions) -> str:
+    dnw = _variant(runs, "original")
+    dnw = dnw[dnw["method"].astype(str).str.match(r"^dnw(-freeze\d+)?$")]
+    if dnw.empty:
+        return ""
+    k, epochs = options.freeze_claim_epoch, _recorded(dnw, "epochs", "dnw runs")
+    if k >= epochs:
+        return (f"k = {k} is not below the runs' {epochs:.0f} epochs: DNW frozen after all its epochs is full DNW, "
+                f"so the claim would compare DNW with itself")
+    return _steps_regime(dnw, "dnw runs") or _margin_regime(dnw, options.equivalence_margin, "dnw runs")
+
+
+RegimeRule = Callable[[pd.DataFrame, ClaimOptions], str]
+REGIMES: dict[str, RegimeRule] = {"C4": _regime_c4, "C6": _regime_c6, "C7": _regime_c7}  # others: any run
+
+
+def _setting(table: pd.DataFrame) -> str:
+    """This run's setting, as the paper's is spelled: network, epochs of steps (images), test images, seeds."""
+    first = table.iloc[0]
+    text = f"{first['model']} on {first['dataset']}"
+
+    def known(c: str) -> float | None:
+        v = pd.to_numeric(table[c], errors="coerce").dropna() if c in table else pd.Series(dtype=float)
+        return float(v.max()) if len(v) else None
+
+    epochs, steps, images, test = (known(c) for c in ("epochs", "steps_per_epoch", "train_images", "test_size"))
+    if epochs is not None:
+        text += f", {epochs:.0f} epochs" + (f" of {steps:,.0f} steps" if steps is not None else "")
+        text += f" ({images:,.0f} images)" if images is not None else ""
+    if test is not None:
+        text += f", {test:,.0f} test images"
+    n = table["seed"].nunique() if "seed" in table else 0
+    return text + f", {n} seed{'s' * (n != 1)}"
+
+
+def _robustness(found: Finding) -> str:
+    """"robust" when every reading of the open choices gives the verdict; else the choices it depends on, each
+    reading's verdict. Reading keys are "choice=value" pairs joined by ", " (sparsenets.sensitivity)."""
+    if not found.readings:
+        return ""
+    if all(v == found.verdict for v in found.readings.values()):
+        return f"robust ({len(found.readings)} readings)"
+    parsed = {key: dict(p.split("=", 1) for p in key.split(", ") if "=" in p) for key in found.readings}
+    choices = sorted({c for pairs in parsed.values() for c in pairs})
+    matters = [c for c in choices if len({frozenset(v for k, v in found.readings.items() if parsed[k].get(c) == val)
+                                          for val in {p.get(c) for p in parsed.values()}}) > 1]
+    spelled = ", ".join(f"{k}: {MARKS.get(v, '?')} {v}" for k, v in found.readings.items())
+    return f"depends on {' and '.join(matters) or 'the reading'} ({spelled})"
+
+
 
 
 # ------------------------------------------------------------------------------------------ verdicts
@@ -585,18 +953,33 @@ def _judge(study: str, cid: str, test: Test, table: pd.DataFrame | None, options
     network = table["model"].astype(str) + "/" + table["dataset"].astype(str)
     rows = []
     for net in sorted(network.unique()):
+        sub = table[network == net]
         try:
-            found = test(table[network == net], options)
+            found = test(sub, options)
         except Missing as e:
             found = Finding(NOT_ENOUGH, str(e))
-        rows.append(_row(study, cid, net, found))
+        rows.append(_row(study, cid, net, _in_regime(cid, sub, options, found), _setting(sub)))
     return rows
 
 
-def _row(study: str, cid: str, network: str, found: Finding) -> dict:
-    numbers = [{"study": study, "id": cid, "network": network, "verdict": found.verdict, **n} for n in found.numbers]
+def _in_regime(cid: str, table: pd.DataFrame, options: ClaimOptions, found: Finding) -> Finding:
+    """The finding, or the fifth verdict when this run cannot test the claim (what was measured is kept)."""
+    if found.regime or cid not in REGIMES:
+        return found if not found.regime else replace(found, verdict=OUTSIDE, decide="")
+    try:
+        reason = REGIMES[cid](table, options)
+    except Missing as e:
+        return replace(found, verdict=NOT_ENOUGH, measured=f"{e}; {found.measured}", decide="")
+    return replace(found, verdict=OUTSIDE, regime=reason, decide="") if reason else found
+
+
+def _row(study: str, cid: str, network: str, found: Finding, setting: str = "") -> dict:
+    extra = {"regime": found.regime, "robustness": _robustness(found), "decide": found.decide}
+    numbers = [{"study": study, "id": cid, "network": network, "verdict": found.verdict, **n, **extra}
+               for n in found.numbers]
     return {"study": study, "id": cid, "network": network, "claim": CLAIMS[cid], "verdict": found.verdict,
-            "measured": found.measured, "numbers": numbers}
+            "measured": found.measured, "numbers": numbers, **extra, "readings": dict(found.readings),
+            "paper": PAPER_SETTINGS[cid], "setting": setting}
 
 
 def numbers_frame(claims: Sequence[dict]) -> pd.DataFrame:
@@ -604,7 +987,7 @@ def numbers_frame(claims: Sequence[dict]) -> pd.DataFrame:
     rows = []
     for c in claims:
         rows += c.get("numbers") or [{"study": c["study"], "id": c["id"], "network": c["network"],
-                                      "verdict": c["verdict"]}]
+                                      "verdict": c["verdict"], **{k: c.get(k, "") for k in NUMBER_COLUMNS[-3:]}}]
     return pd.DataFrame(rows, columns=NUMBER_COLUMNS)
 
 
@@ -627,11 +1010,35 @@ def _cell(text: Any) -> str:
     return str(text).replace("|", "\\|")
 
 
+def _regime_cell(c: dict) -> str:
+    head = f"🔭 {c['regime']}" if c.get("regime") else "in regime"
+    return f"{head}. Paper: {c.get('paper', '')}. This run: {c.get('setting') or '–'}"
+
+
+def _matrix(claims: list[dict]) -> list[str]:
+    """Claim × study, when several studies (variants of one protocol) judge the same claim."""
+    studies = {}
+    for c in claims:
+        studies.setdefault((c["id"], c["network"]), {})[c["study"]] = c
+    several = {k: v for k, v in studies.items() if len(v) > 1}
+    if not several:
+        return []
+    names = list(dict.fromkeys(c["study"] for c in claims if (c["id"], c["network"]) in several))
+    lines = ["## The studies side by side", "", "Variant studies of one protocol differ in one open choice (their "
+             "config blocks); a claim whose verdict changes between them depends on that choice.", "",
+             "| Claim | Network | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    for (cid, net), by in several.items():
+        cells = [f"{MARKS[by[n]['verdict']]} {by[n]['verdict']}" if n in by else "–" for n in names]
+        lines.append(f"| **{cid}** | {net or '–'} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def write(claims: list[dict], md_path: str | os.PathLike, csv_path: str | os.PathLike, *, preset: str = "",
           tables: Sequence[str] = (), options: Mapping[str, Mapping[str, Any]] | None = None) -> None:
-    """The verdicts as a table to read at a glance with each claim's numbers and how each claim is tested
-    (markdown), and the tidy numbers as CSV (NUMBER_COLUMNS, the verdict on each row). Both written atomically.
-    `options`: study -> the claim options it was given."""
+    """The verdicts as a table to read at a glance (each with its regime, the paper's setting beside the run's, and
+    its robustness to the open choices), the studies side by side, each claim's numbers and what would decide an
+    undecided one, and how each claim is tested (markdown); the tidy numbers as CSV (NUMBER_COLUMNS, the verdict,
+    regime and robustness on each row). Both written atomically. `options`: study -> its claim options."""
     counts = ", ".join(f"{MARKS[v]} {sum(c['verdict'] == v for c in claims)} {v}" for v in VERDICTS)
     source = (f"preset `{preset}`" if preset else "this preset") + (
         ", from " + ", ".join(f"`{t}`" for t in tables) if tables else "")
@@ -640,20 +1047,27 @@ def write(claims: list[dict], md_path: str | os.PathLike, csv_path: str | os.Pat
     if options:
         lines += ["Options: " + "; ".join(f"{study}: " + (", ".join(f"{k} = {v}" for k, v in values.items()) or "defaults")
                                           for study, values in options.items()) + ".", ""]
-    lines += ["| Study | Claim | Network | Verdict | Measured |", "|---|---|---|---|---|"]
+    lines += ["| Study | Claim | Network | Verdict | Regime (paper · this run) | Robustness | Measured |",
+              "|---|---|---|---|---|---|---|"]
     lines += [f"| {c['study']} | **{c['id']}** {_cell(c['claim'])} | {c['network'] or '–'} | {MARKS[c['verdict']]} "
-              f"{c['verdict']} | {_cell(c['measured'])} |" for c in claims]
-    lines += ["", "## The numbers behind each verdict", ""]
+              f"{c['verdict']} | {_cell(_regime_cell(c))} | {_cell(c.get('robustness') or '–')} | "
+              f"{_cell(c['measured'])}" + (f" **To decide:** {_cell(c['decide'])}" if c.get("decide") else "") + " |"
+              for c in claims]
+    lines += ["", *_matrix(claims), "## The numbers behind each verdict", ""]
     for c in claims:
         lines += [f"### {c['id']} · {c['network'] or '–'} · {c['study']}", "", f"{MARKS[c['verdict']]} {c['verdict']}: "
                   f"{c['measured']}", ""]
+        lines += [f"*What would decide it:* {c['decide']}", ""] if c.get("decide") else []
+        lines += [f"*Regime:* {_regime_cell(c)}", ""]
+        if c.get("robustness"):
+            lines += [f"*Robustness:* {c['robustness']}", ""]
         if c.get("numbers"):
             lines += ["| quantity | method | density | detail | mean [95 % CI] | seeds |", "|---|---|---|---|---|---|"]
             lines += [f"| {_cell(n['quantity'])} | {_cell(n['method'])} | {_fmt(n['density'])} | {_cell(n['detail'])} "
                       f"| {_ci_cell(n)} | {n['seeds'] or '–'} |" for n in c["numbers"]]
             lines.append("")
-    lines += ["## How each claim is tested", "", RULES, "", f"The methods, experiments and choices behind these tests: "
-              f"`{METHODS_DOC}` in the sparsenets repository.", ""]
+    lines += ["## How each claim is tested", "", RULES, "", "The methods, experiments, choices and regime rules "
+              f"behind these tests: `{METHODS_DOC}` in the sparsenets repository.", ""]
     lines += [f"- **{cid}** {CLAIMS[cid]} *Test:* " + " ".join(inspect.cleandoc(test.__doc__).split())
               for cid, test in TESTS.items()]
     write_text(md_path, "\n".join(lines) + "\n")

@@ -97,7 +97,7 @@ def cmd_sensitivity(a: argparse.Namespace) -> None:
     from .sensitivity import run_curve
 
     torch.set_num_threads(a.threads)
-    curve = run_curve(a.run_dir, a.data, a.fractions, a.seed, a.device, a.precision, a.recal_images)
+    curve = run_curve(a.run_dir, a.data, a.fractions, a.seed, a.device, a.precision, a.recal_images, a.test_images)
     write_json(a.out, curve)
     _log(f"{len(curve['rows'])} points of further pruning for {a.run_dir} -> {a.out}")
     if os.environ.get("SPARSENETS_TRACKING_URI"):
@@ -105,7 +105,8 @@ def cmd_sensitivity(a: argparse.Namespace) -> None:
 
 
 def _log_sensitivity_areas(curve_file: str, uri: str) -> None:
-    """C5's and C5b's numbers, the areas under the run's normalised curves (stale BN), onto its MLflow run."""
+    """C5's and C5b's numbers, the areas under the run's normalised curves (global ranking, stale BN), onto its
+    MLflow run."""
     from .claims import Missing, _areas
     from .study import Run
     from .tables import sensitivity_table
@@ -115,7 +116,8 @@ def _log_sensitivity_areas(curve_file: str, uri: str) -> None:
     values = {}
     for mode in ("magnitude", "random"):
         try:
-            areas, _, _ = _areas(curves[(curves["mode"] == mode) & ~curves["bn_recalibrated"]])
+            areas, _, _ = _areas(curves[(curves["mode"] == mode) & ~curves["bn_recalibrated"]
+                                        & (curves["ranking"] == "global")])
         except Missing:
             continue
         values.update({f"sensitivity_area_{mode}": v for by_seed in areas.values() for v in by_seed.values()})
@@ -323,6 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                    help="as the run's recipe: bf16 autocast for bf16 (and auto on CUDA)")
     s.add_argument("--recal-images", type=int, default=2048, help="training images BN statistics are re-estimated on")
+    s.add_argument("--test-images", type=int, default=0,
+                   help="evaluate on a fixed subset of this many test images (0: the whole test set)")
     s.add_argument("--seed", type=int, default=0, help="seed of the random removal")
     s.add_argument("--device", default="auto", help="auto (a free GPU, else the CPU), cpu, cuda, cuda:N")
     s.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
@@ -335,7 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--preset", default="", help="named in the header")
     s.add_argument("--options", type=_json_arg, default={},
                    help="claim options per study as JSON, e.g. {\"phew\": {\"claim_density_max\": 0.11}}: "
-                        "claim_density_max, focus_density, freeze_claim_epoch, equivalence_margin")
+                        "claim_density_max, focus_density, freeze_claim_epoch, equivalence_margin, structural_floor, "
+                        "min_trace_gap_decades, trace_floor_decades, sensitivity_ranking, sensitivity_bn")
     s.add_argument("--md", required=True, help="the verdicts with their numbers and test definitions (claims.md)")
     s.add_argument("--csv", required=True, help="the tidy numbers behind every verdict (claims.csv)")
 

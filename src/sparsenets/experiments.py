@@ -222,6 +222,9 @@ def run_training(spec: RunSpec, recipe: Recipe, *, data_file: str | os.PathLike,
     metrics.update(spec=spec.tags(), epochs=recipe.epochs, seeds=seeds, topology=topology,
                    topology_options=topology_options or {}, init_weights=str(init_weights or ""),
                    rewind_step=rewind_step, diverged=bool(result.diverged),
+                   # the run's regime, which the claims check (sparsenets.claims): its final accuracy is measured on
+                   # test_size images; an epoch is steps_per_epoch optimizer steps over train_images images
+                   test_size=len(ds.y_test), train_images=len(train_loader.y), steps_per_epoch=len(train_loader),
                    device=device_kind(dev))  # what its seconds were measured on (plan --calibrate)
     if result.diverged:  # no accuracy to report: tables and claims count it as not measured
         metrics.update(final_test_acc=None, best_test_acc=None, final_train_loss=None, final_test_loss=None,

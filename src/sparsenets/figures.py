@@ -137,7 +137,8 @@ def caption(fig: plt.Figure, frames: list[pd.DataFrame], preset: str | None) -> 
     seeds = sorted({int(s) for f in frames if "seed" in f for s in f["seed"].dropna().unique()})
     parts = [f"Preset {preset}" if preset else "",
              f"{len(seeds)} seed{'s' * (len(seeds) != 1)} ({', '.join(map(str, seeds))})" if seeds else ""]
-    parts.append("lines: mean over seeds; bands: ± 1 std over seeds" if getattr(fig, "sparsenets_band", False)
+    parts.append("lines: mean over seeds; bands: ± 1 std over seeds (the spread; the claims decide on 95 % "
+                 "t-intervals of the mean, claims.md)" if getattr(fig, "sparsenets_band", False)
                  else "lines: one seed per point, so no band")
     parts += getattr(fig, "sparsenets_notes", [])
     return ". ".join(p for p in parts if p) + "."
@@ -376,8 +377,11 @@ BN = {"stale": (), "recalibrated": (4, 2)}
 
 @figure("sensitivity")
 def sensitivity(sens: pd.DataFrame, density: float | None = None) -> plt.Figure:
-    """Test accuracy as a further fraction of the kept weights is removed, by magnitude and at random, with
-    stale and recalibrated BN statistics, mean ± std over seeds (Deconstructing Fig. 2)."""
+    """Test accuracy as a further fraction of the kept weights is removed, by magnitude and at random (one global
+    ranking; the per-layer reading is in the table and the claims), with stale and recalibrated BN statistics,
+    mean ± std over seeds (Deconstructing Fig. 2)."""
+    if "ranking" in sens:
+        sens = sens[sens["ranking"] == "global"]
     sens, target = _nearest(sens, density)
     sens = sens.assign(**{"BN statistics": sens["bn_recalibrated"].map({False: "stale", True: "recalibrated"})})
     key, networks = _facets(sens)

@@ -1,8 +1,9 @@
 """One self-contained page for a run: results/report.html, to read, mail or archive as it is.
 
 At the top: the preset, and per study its networks, methods, densities, seeds, epochs and the sizes of the
-training and test sets; the git commit and the date. Then every claim's verdict (✅ ❌ ❔ ⚪) with the numbers
-it rests on (mean over seeds and 95 % interval), from the claims.csv and claims.md the claims job writes.
+training and test sets; the git commit and the date. Then every claim's verdict (✅ ❌ ❔ ⚪ 🔭) with the numbers
+it rests on (mean over seeds and 95 % interval), its regime (the paper's setting beside the run's) and its
+robustness, from the claims.csv and claims.md the claims job writes.
 Then every figure, embedded as a PNG data URI, with its caption: the text of workflow/report/figure.rst
 (the one caption Snakemake's own `--report` shows), rendered here without Snakemake, and the figure's
 caption line (preset, seeds, bands, coinciding series) read back from the PNG. No script, no external
@@ -90,20 +91,22 @@ def claims_rows(csv_path: str, md_path: str) -> list[dict[str, Any]]:
     for (study, cid, network, verdict), rows in numbers.groupby(["study", "id", "network", "verdict"], sort=False,
                                                                 dropna=False):
         network = "" if pd.isna(network) else str(network)
-        claim, measured = said.get((study, cid, network or "–"), ("", ""))
+        claim, measured, regime, robustness = said.get((study, cid, network or "–"), ("", "", "", ""))
         out.append({"study": study, "id": cid, "network": network, "verdict": verdict, "claim": claim,
-                    "measured": measured, "numbers": rows[rows["quantity"].notna()].to_dict("records")})
+                    "measured": measured, "regime": regime, "robustness": robustness,
+                    "numbers": rows[rows["quantity"].notna()].to_dict("records")})
     return out
 
 
-def _md_verdicts(md: str) -> dict[tuple[str, str, str], tuple[str, str]]:
-    """(study, claim id, network) -> (claim text, what was measured), from claims.md's verdict table."""
+def _md_verdicts(md: str) -> dict[tuple[str, str, str], tuple[str, str, str, str]]:
+    """(study, claim id, network) -> (claim text, what was measured, regime with the paper's and the run's setting,
+    robustness), from claims.md's verdict table (study, claim, network, verdict, regime, robustness, measured)."""
     out = {}
     for line in md.splitlines():
         cells = [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
-        m = re.fullmatch(r"\*\*(\S+)\*\* (.*)", cells[1]) if len(cells) == 5 else None
+        m = re.fullmatch(r"\*\*(\S+)\*\* (.*)", cells[1]) if len(cells) == 7 else None
         if m:
-            out[(cells[0], m[1], cells[2])] = (m[2], cells[4])
+            out[(cells[0], m[1], cells[2])] = (m[2], cells[6], cells[4], cells[5])
     return out
 
 
@@ -184,11 +187,12 @@ def _claims_table(claims: list[dict[str, Any]]) -> str:
                   f"</table></details>") if numbers else ""
         rows.append(f"<tr class='claim'><td class='mark' title='{_e(c['verdict'])}'>{MARKS.get(c['verdict'], '?')}</td>"
                     f"<td>{_e(c['verdict'])}</td><td><b>{_e(c['id'])}</b> {_e(c['claim'])}</td><td>{_e(c['study'])}"
-                    f"</td><td>{_e(c['network'] or '–')}</td><td>{_e(c['measured'])}{detail}</td></tr>")
+                    f"</td><td>{_e(c['network'] or '–')}</td><td>{_e(c.get('regime', ''))}</td>"
+                    f"<td>{_e(c.get('robustness', ''))}</td><td>{_e(c['measured'])}{detail}</td></tr>")
     return (f"<p>{_e(counts)} (one row per study, claim and network; a difference within the seed noise is never "
             f"reproduced).</p><table id='claims-table' class='claims'><tr><th></th><th>verdict</th><th>claim</th>"
-            f"<th>study</th><th>network</th><th>measured, and the numbers behind the verdict (mean over seeds, "
-            f"95 % t-interval)</th></tr>{''.join(rows)}</table>")
+            f"<th>study</th><th>network</th><th>regime (paper · this run)</th><th>robustness</th><th>measured, and "
+            f"the numbers behind the verdict (mean over seeds, 95 % interval)</th></tr>{''.join(rows)}</table>")
 
 
 def _figure(entry: Mapping[str, Any], template: str | None, config: Mapping[str, Any]) -> str:

@@ -282,7 +282,31 @@ def studies(config: Mapping[str, Any], preset: str | None = None) -> list[Study]
             raise ValueError(f"config key '{key}.recipe': {s['recipe']!r} is not a recipe; choose one of "
                              f"{', '.join(sorted(config['recipes']))}")
         out.append(Study(study, s, config["recipes"][s["recipe"]], key))
+        check_claim_options(out[-1])
     return out
+
+
+def check_claim_options(study: "Study") -> None:
+    """Claim options that would make a claim vacuous fail here, before any job runs, naming the key: C7's k must be
+    below the recipe's epochs (DNW frozen after all its epochs is full DNW) and among the freezing runs it compares;
+    C3's low densities must include one of the study's densities."""
+    spec, key = study.spec, study.key
+    if spec.get("protocol") == "deconstructing":
+        k, epochs = int(spec.get("freeze_claim_epoch", 1)), int(study.recipe["epochs"])
+        if k >= epochs:
+            raise ValueError(f"config key '{key}.freeze_claim_epoch': k = {k} is not below the {epochs} epochs of recipe "
+                             f"{spec['recipe']!r}: DNW frozen after all its epochs is full DNW, so claim C7 would "
+                             f"compare DNW with itself")
+        freeze = spec.get("freeze_epochs")
+        if freeze and "dnw" in spec.get("methods", []) and not {0, k} <= set(freeze):
+            raise ValueError(f"config key '{key}.freeze_epochs': {list(freeze)} lacks "
+                             f"{' and '.join(str(j) for j in sorted({0, k} - set(freeze)))}; claim C7 compares DNW "
+                             f"frozen after k = freeze_claim_epoch = {k} epochs with k = 0")
+    if spec.get("protocol") == "phew" and spec.get("densities"):
+        low = float(spec.get("claim_density_max", 0.11))
+        if min(float(d) for d in spec["densities"]) > low * (1 + 1e-9):
+            raise ValueError(f"config key '{key}.claim_density_max': {low:g} is below every density of the study "
+                             f"({', '.join(str(d) for d in spec['densities'])}): claim C3 would have no low density")
 
 
 def only_studies(config: Mapping[str, Any], preset: str, available: Sequence[str]) -> list[str]:
@@ -340,7 +364,9 @@ class Grid:
         return self._devices[model]
 
     def plan(self, study: Study, method: str) -> Plan:
-        return plan(method, study.method_options(method), self.topologies, self.dynamic_init)
+        """The study's own `dynamic_init` (a variant study's choice), else the config's."""
+        init = study.spec.get("dynamic_init", self.dynamic_init)
+        return plan(method, study.method_options(method), self.topologies, init)
 
     def dataset(self, name: str) -> Job:
         return self._add(Job("dataset", name, {}, {"npz": self.paths("data", dataset=name)},
@@ -461,7 +487,8 @@ class Grid:
             {"curve": self.paths("curve", study=study.name, run=run.name)},
             self.paths("curve_log", study=study.name, run=run.name),
             {"fractions": " ".join(map(str, study.need("sensitivity_fractions"))), "run_dir": source.dir,
-             "device": self.device_for(run.model), "precision": study.recipe.get("precision", "auto")}, study.name, run))
+             "device": self.device_for(run.model), "precision": study.recipe.get("precision", "auto"),
+             "test_images": int(study.spec.get("sensitivity_test_images", 0))}, study.name, run))
 
     def table(self, study: Study, kind: str, files: Sequence[str]) -> Job:
         return self._add(Job("table", f"{study.name}/{kind}", {"files": tuple(files)},
@@ -596,7 +623,9 @@ PHEW = Protocol(
         "train_loss": Figure(("epochs",), lambda s: {"density": s.spec.get("width_density")}),
     },
     claims={"C1": "layers", "C2": "runs", "C3": "runs"},
-    claim_options=lambda s: {"claim_density_max": s.spec.get("claim_density_max", 0.11)},
+    claim_options=lambda s: {"claim_density_max": s.spec.get("claim_density_max", 0.11),
+                             **{k: s.spec[k] for k in ("structural_floor", "min_trace_gap_decades",
+                                                       "trace_floor_decades") if k in s.spec}},
 )
 
 DECONSTRUCTING = Protocol(
@@ -611,8 +640,11 @@ DECONSTRUCTING = Protocol(
     },
     claims={"C4": "runs", "C5": "sensitivity", "C5b": "sensitivity", "C6": "overlap", "C7": "runs"},
     claim_options=lambda s: {"focus_density": s.focus_density(),
+                             "sensitivity_ranking": s.spec.get("sensitivity_ranking", "global"),
+                             "sensitivity_bn": s.spec.get("sensitivity_bn", "stale"),
                              "freeze_claim_epoch": s.spec.get("freeze_claim_epoch", 1),
-                             "equivalence_margin": s.spec.get("equivalence_margin", 0.01)},
+                             "equivalence_margin": s.spec.get("equivalence_margin", 0.01),
+                             **({"structural_floor": s.spec["structural_floor"]} if "structural_floor" in s.spec else {})},
 )
 
 PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (PHEW, DECONSTRUCTING)}

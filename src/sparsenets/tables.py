@@ -33,7 +33,8 @@ def runs_table(metrics_files: Iterable[str | Path]) -> pd.DataFrame:
                "actual_density": m["density"], "final_test_acc": m["final_test_acc"],
                "best_test_acc": m["best_test_acc"], "final_train_loss": m["final_train_loss"],
                "epochs": m["epochs"], "diverged": bool(m.get("diverged", False)), "topology": m.get("topology", "static"),
-               "freeze_epoch": m.get("topology_options", {}).get("freeze_epoch"), "path": str(Path(f).parent)}
+               "freeze_epoch": m.get("topology_options", {}).get("freeze_epoch"), **_regime(m),
+               "path": str(Path(f).parent)}
         structure = Path(f).with_name("structure.json")
         if structure.exists():
             stats = _read(structure)
@@ -42,6 +43,15 @@ def runs_table(metrics_files: Iterable[str | Path]) -> pd.DataFrame:
             row.update({f"init_{k}": v for k, v in stats.get("init", {}).items() if _scalar(v) and k != "density"})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+REGIME_KEYS = ("test_size", "train_images", "steps_per_epoch")  # what the claims' regime rules read (None: unrecorded)
+
+
+def _regime(metrics: dict[str, Any]) -> dict[str, Any]:
+    """A run's test-set size, images and optimizer steps per epoch, and its epochs (None where an older run did
+    not record them: the claims then say so)."""
+    return {"epochs": metrics.get("epochs"), **{k: metrics.get(k) for k in REGIME_KEYS}}
 
 
 def epochs_table(metrics_files: Iterable[str | Path]) -> pd.DataFrame:
@@ -60,9 +70,10 @@ def layers_table(structure_files: Iterable[str | Path]) -> pd.DataFrame:
     rows = []
     for f in structure_files:
         s = _read(f, ("layers",))
-        spec = _read(Path(f).with_name("metrics.json"))["spec"]
+        metrics = _read(Path(f).with_name("metrics.json"))
+        spec = metrics["spec"]
         for i, layer in enumerate(s["layers"]):
-            rows.append({**spec, "label": label(spec["method"]), "layer_index": i,
+            rows.append({**spec, **_regime(metrics), "label": label(spec["method"]), "layer_index": i,
                          **{k: v for k, v in layer.items() if _scalar(v)},
                          "density": float(spec["density"]), "layer_density": layer["density"]})
     return pd.DataFrame(rows)
@@ -85,17 +96,21 @@ def sensitivity_table(curve_files: Iterable[str | Path]) -> pd.DataFrame:
         c = _read(f)
         if "num_classes" not in c:
             raise ValueError(f"sensitivity curve {f} has no num_classes: it predates that field; rerun its job")
-        rows += [{**_spec(c["spec"]), "num_classes": int(c["num_classes"]), **r} for r in c["rows"]]
+        rows += [{**_spec(c["spec"]), "num_classes": int(c["num_classes"]), "test_size": c.get("test_size"),
+                  "ranking": "global", **r} for r in c["rows"]]  # older curves: ranked globally, no test_size
     return pd.DataFrame(rows)
 
 
-def _history(structure_files: Iterable[str | Path]) -> Iterable[tuple[dict[str, Any], dict[str, Any]]]:
-    """(spec, epoch record) of every run that recorded its structure per epoch; static runs have none."""
+def _history(structure_files: Iterable[str | Path], with_regime: bool = False) -> Iterable[tuple]:
+    """(spec, epoch record) of every run that recorded its structure per epoch (static runs have none); with
+    `with_regime` also the run's regime (its epochs, steps and images per epoch, test-set size)."""
     for f in structure_files:
         history = _read(f).get("history", [])
         if history:
-            spec = _spec(_read(Path(f).with_name("metrics.json"))["spec"])
-            yield from ((spec, h) for h in history)
+            metrics = _read(Path(f).with_name("metrics.json"))
+            spec = _spec(metrics["spec"])
+            regime = _regime(metrics)
+            yield from ((spec, h, regime) if with_regime else (spec, h) for h in history)
 
 
 def indegree_table(structure_files: Iterable[str | Path]) -> pd.DataFrame:
@@ -115,4 +130,5 @@ def overlap_table(structure_files: Iterable[str | Path]) -> pd.DataFrame:
     (overlap_prev, NaN where there is no previous record) and the share of this epoch's kept weights
     the final structure keeps (overlap_final)."""
     return pd.DataFrame([{**spec, "epoch": h["epoch"], "overlap_prev": h["overlap_prev"],
-                          "overlap_final": h["overlap_final"]} for spec, h in _history(structure_files)])
+                          "overlap_final": h["overlap_final"], **regime} for spec, h, regime in
+                         _history(structure_files, with_regime=True)])

@@ -20,10 +20,11 @@ rule sensitivity:
         gpu_slots=gpu_slots,
         cpus_per_task=gpu_job_cpus,
     params:
-        **params("sensitivity", CURVE, "fractions", "run_dir", "device", "precision"),
+        **params("sensitivity", CURVE, "fractions", "run_dir", "device", "precision", "test_images"),
     shell:
         "{PY} -m sparsenets sensitivity --run-dir {params.run_dir} --data {input.data} "
-        "--fractions {params.fractions} --precision {params.precision} --seed {wildcards.seed} "
+        "--fractions {params.fractions} --precision {params.precision} --test-images {params.test_images} "
+        "--seed {wildcards.seed} "
         "--device {params.device} --threads {threads} "
         "--out {output} > {log} 2>&1"
 
