@@ -55,12 +55,14 @@ if "SPARSENETS_GIT_COMMIT" not in os.environ:  # "<sha>", "<sha>-dirty" or "unkn
     from sparsenets.provenance import describe_commit
 
     os.environ["SPARSENETS_GIT_COMMIT"] = describe_commit(workflow.basedir)
+os.environ["SPARSENETS_PRESET"] = PRESET_NAME  # each MLflow run's tag `preset` (sparsenets.tracking)
 
 
 envvars:
     "SPARSENETS_TRACKING_URI",
     "SPARSENETS_TRACKING_OUTAGE_LIMIT_S",
     "SPARSENETS_GIT_COMMIT",
+    "SPARSENETS_PRESET",
 
 
 wildcard_constraints:
