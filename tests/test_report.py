@@ -167,3 +167,79 @@ def test_the_pipelines_page_opens_in_a_browser_with_every_image_loaded(tiny_run,
     shot = tmp_path / "report.png"
     open_in_chromium(page, "--window-size=1200,2200", f"--screenshot={shot}")
     assert shot.stat().st_size > 50_000
+
+
+# ------------------------------------------------------------------------------ tables for a paper (paper_tables)
+def paper_runs() -> pd.DataFrame:
+    """A deconstructing-like runs table: 2 methods x 2 densities x 3 seeds, own and fresh weights, one frozen run,
+    one diverged run, a method whose name LaTeX must escape."""
+    rows = [{"study": "deconstructing", "dataset": "cifar10", "model": "resnet20", "method": m, "density": d, "seed": s,
+             "variant": v, "freeze_epoch": np.nan, "diverged": False,
+             "final_test_acc": 0.5 + 0.1 * (m == "imp") + d + 0.01 * s - 0.05 * (v == "reinit")}
+            for m in ("random", "imp", "my_method") for d in (0.25, 0.0625) for s in (0, 1, 2)
+            for v in ("original", "reinit")]
+    rows.append({**rows[0], "method": "dnw-freeze1", "freeze_epoch": 1.0})
+    rows.append({**rows[0], "method": "imp", "density": 0.25, "seed": 3, "final_test_acc": np.nan, "diverged": True})
+    return pd.DataFrame(rows)
+
+
+def test_the_paper_table_holds_mean_and_95_interval_per_method_and_density(tmp_path):
+    from sparsenets import paper_tables, stats
+
+    paper_runs().to_csv(tmp_path / "runs.csv", index=False)
+    table = paper_tables.write(tmp_path / "runs.csv", tmp_path / "accuracy.csv", tmp_path / "accuracy.tex",
+                               study="deconstructing", preset="quick")
+    csv = pd.read_csv(tmp_path / "accuracy.csv")
+    assert list(csv.columns) == paper_tables.COLUMNS and len(csv) == len(table) == 3 * 2 * 2  # frozen run left out
+    cell = csv[(csv["method"] == "imp") & (csv["density"] == 0.25) & (csv["weights"] == "own weights")].iloc[0]
+    iv = stats.t_interval({s: 0.6 + 0.25 + 0.01 * s for s in (0, 1, 2)})
+    assert (cell["mean"], cell["ci_low"], cell["ci_high"]) == pytest.approx((iv.mean, iv.low, iv.high), rel=1e-5)
+    assert cell["n_seeds"] == 3 and cell["seeds"] == "0 1 2"  # the diverged seed 3 has no accuracy
+    assert list(dict.fromkeys(csv["method"])) == ["random", "imp", "my_method"]  # the figures' order
+    tex = (tmp_path / "accuracy.tex").read_text()
+    assert tex.count(r"\begin{tabular}") == 1 and r"\toprule" in tex and r"\bottomrule" in tex
+    assert r"my\_method" in tex and r"\emph{fresh weights (reinit)}" in tex and "1 diverged run(s) left out" in tex
+    assert rf"{100 * iv.mean:.1f} $\pm$ {100 * iv.half_width:.1f}" in tex
+    assert r"\label{tab:deconstructing-resnet20-cifar10}" in tex
+
+
+def test_a_runs_table_without_accuracy_is_named(tmp_path):
+    from sparsenets.cli import main
+
+    pd.DataFrame({"model": ["mlp"], "dataset": ["digits"]}).to_csv(tmp_path / "runs.csv", index=False)
+    rc = main(["paper-table", "--runs", str(tmp_path / "runs.csv"), "--study", "phew", "--csv",
+               str(tmp_path / "a.csv"), "--tex", str(tmp_path / "a.tex")])
+    assert rc == 1 and not (tmp_path / "a.tex").exists()
+
+
+def pdflatex() -> str:
+    """Debian's pdflatex with booktabs, installed on first use (as the browser tests install chromium)."""
+    from cluster import ensure_debian_packages, run_checked
+
+    ensure_debian_packages({"pdflatex": "texlive-latex-base"})
+    if subprocess.run(["kpsewhich", "booktabs.sty"], capture_output=True, text=True).returncode:
+        run_checked(["apt-get", "-o", "DPkg::Lock::Timeout=600", "install", "-y", "-qq", "--no-install-recommends",
+                     "texlive-latex-recommended"], env={**__import__("os").environ, "DEBIAN_FRONTEND": "noninteractive"})
+    return shutil.which("pdflatex")
+
+
+def compile_tex(tables: list[Path], work: Path) -> Path:
+    """\\input every table into a minimal article and run pdflatex on it; a LaTeX error fails with its log."""
+    doc = work / "tables.tex"
+    doc.write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
+                   + "".join(f"\\input{{{t.resolve()}}}\n\\clearpage\n" for t in tables) + "\\end{document}\n")
+    done = subprocess.run([pdflatex(), "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=work,
+                          capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stdout[-3000:]
+
+    return work / "tables.pdf"
+
+
+def test_the_paper_tables_latex_compiles(tmp_path):
+    from sparsenets import paper_tables
+
+    paper_runs().to_csv(tmp_path / "runs.csv", index=False)
+    paper_tables.write(tmp_path / "runs.csv", tmp_path / "a.csv", tmp_path / "a.tex", study="deconstructing",
+                       preset="quick")
+    pdf = compile_tex([tmp_path / "a.tex"], tmp_path)
+    assert pdf.read_bytes().startswith(b"%PDF") and pdf.stat().st_size > 5_000

@@ -212,6 +212,13 @@ def cmd_table(a: argparse.Namespace) -> None:
     _log(f"{len(df)} rows -> {a.out}")
 
 
+def cmd_paper_table(a: argparse.Namespace) -> None:
+    from . import paper_tables
+
+    table = paper_tables.write(a.runs, a.csv, a.tex, study=a.study, preset=a.preset)
+    _log(f"{len(table)} cells -> {a.csv}, {a.tex}")
+
+
 def cmd_figure(a: argparse.Namespace) -> None:
     from . import figures
 
@@ -348,6 +355,13 @@ def build_parser() -> argparse.ArgumentParser:
                    default="runs", help="the table: one row per run, run and epoch, run and layer, ...")
     s.add_argument("--out", required=True, help="the CSV file to write")
     s.add_argument("files", nargs="+", help="metrics.json (runs, epochs) or structure.json (layers) files")
+
+    s = add("paper-table", cmd_paper_table, "write a study's method x density accuracy table for a paper (CSV, LaTeX)")
+    s.add_argument("--runs", required=True, help="the study's runs table (results/{study}/tables/runs.csv)")
+    s.add_argument("--study", required=True, help="the study, named in the caption and label")
+    s.add_argument("--preset", default="", help="the preset, named in the caption")
+    s.add_argument("--csv", required=True, help="one row per cell: mean, 95 %% interval, seeds")
+    s.add_argument("--tex", required=True, help="booktabs tables, one per network (\\usepackage{booktabs})")
 
     s = add("figure", cmd_figure, "draw one paper figure from tidy tables")
     s.add_argument("name", help="the figure: accuracy_vs_density, layer_widths, path_kernel, train_loss, reinit, "

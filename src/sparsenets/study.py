@@ -39,7 +39,7 @@ DENSE = "1"  # the density of the dense run IMP starts from: random at density 1
 RUN_FILES = {"metrics": "metrics.json", "model": "model.pt", "mask": "mask.pt", "structure": "structure.json"}
 TRAINING = ("train", "train_dense", "train_reinit", "train_prune")  # the kinds of job that train a network
 KINDS = ("dataset", "mlflow_init", "mask", "imp_mask", "mask_layer_matched", *TRAINING, "sensitivity", "table",
-         "figure", "claims", "mlflow_summary", "report")  # every kind of job, by the Snakemake rule that runs it
+         "paper_table", "figure", "claims", "mlflow_summary", "report")  # every kind of job, by the Snakemake rule that runs it
 
 
 def format_density(density: float | str) -> str:
@@ -63,6 +63,8 @@ TEMPLATES = {  # {run} is a Run's name: {dataset}/{model}/{method}/d{density}[/{
     "curve_log": "{logs}/{study}/sensitivity/{run}.log",
     "table": "{results}/{study}/tables/{kind}.csv",
     "table_log": "{logs}/{study}/tables/{kind}.log",
+    "paper_table": "{results}/{study}/tables/{name}.{ext}",  # a table for a paper: .csv and .tex
+    "paper_table_log": "{logs}/{study}/tables/{name}.log",
     "figure": "{results}/{study}/figures/{fig}.{ext}",
     "figure_log": "{logs}/{study}/figures/{fig}.log",
     "claims": "{results}/claims.{ext}",
@@ -468,6 +470,14 @@ class Grid:
                              {"csv": self.paths("table", study=study.name, kind=kind)},
                              self.paths("table_log", study=study.name, kind=kind), {}, study.name))
 
+    def paper_table(self, study: Study, name: str, table: str) -> Job:
+        """A method × density table for a paper (sparsenets.paper_tables), from the study's tidy table `table`."""
+        return self._add(Job("paper_table", f"{study.name}/{name}",
+                             {"table": self.paths("table", study=study.name, kind=table)},
+                             {ext: self.paths("paper_table", study=study.name, name=name, ext=ext) for ext in ("csv", "tex")},
+                             self.paths("paper_table_log", study=study.name, name=name), {"preset": study.preset},
+                             study.name))
+
     def figure(self, study: Study, fig: str, figure: "Figure") -> Job:
         tables = tuple(self.paths("table", study=study.name, kind=t) for t in figure.tables)
         return self._add(Job("figure", f"{study.name}/{fig}", {"tables": tables},
@@ -513,6 +523,8 @@ def expand(config: Mapping[str, Any], preset: str | None = None, topologies: Seq
         protocol = s.protocol
         for kind, files in protocol.tables.items():
             grid.table(s, kind, files(grid, s))
+        for name, table in protocol.paper_tables.items():
+            grid.paper_table(s, name, table)
         for fig, figure in protocol.figures.items():
             grid.figure(s, fig, figure)
     grid.claims(chosen)
@@ -524,7 +536,7 @@ def expand(config: Mapping[str, Any], preset: str | None = None, topologies: Seq
 
 def targets(jobs: Sequence[Job]) -> list[str]:
     """What `snakemake` builds by default: every study's tables and figures, and the claims."""
-    return [f for j in jobs if j.kind in ("table", "figure", "claims", "mlflow_summary", "report")
+    return [f for j in jobs if j.kind in ("table", "paper_table", "figure", "claims", "mlflow_summary", "report")
             for f in j.outputs.values()]
 
 
@@ -544,13 +556,16 @@ class Figure:
 class Protocol:
     """What a study of this kind yields: tables (each from the run files `tables[kind](grid, study)` asks the grid
     for: that is what puts the runs into the grid), figures, and the claims judged on it (claim id -> the table
-    it reads; sparsenets.claims), tested at `claim_options(study)`."""
+    it reads; sparsenets.claims), tested at `claim_options(study)`, and its tables for a paper (name -> the tidy
+    table each summarises; sparsenets.paper_tables)."""
 
     name: str
     tables: Mapping[str, Callable[[Grid, Study], list[str]]]
     figures: Mapping[str, Figure]
     claims: Mapping[str, str]
     claim_options: Callable[[Study], dict]
+    paper_tables: Mapping[str, str] = field(default_factory=dict)  # name -> the tidy table it summarises
+
 
     @property
     def claim_tables(self) -> list[str]:
@@ -597,6 +612,7 @@ PHEW = Protocol(
     },
     claims={"C1": "layers", "C2": "runs", "C3": "runs"},
     claim_options=lambda s: {"claim_density_max": s.spec.get("claim_density_max", 0.11)},
+    paper_tables={"accuracy": "runs"},
 )
 
 DECONSTRUCTING = Protocol(
@@ -613,7 +629,9 @@ DECONSTRUCTING = Protocol(
     claim_options=lambda s: {"focus_density": s.focus_density(),
                              "freeze_claim_epoch": s.spec.get("freeze_claim_epoch", 1),
                              "equivalence_margin": s.spec.get("equivalence_margin", 0.01)},
+    paper_tables={"accuracy": "runs"},
 )
 
 PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (PHEW, DECONSTRUCTING)}
 TABLES = tuple(dict.fromkeys(t for p in PROTOCOLS.values() for t in p.tables))  # every table kind
+PAPER_TABLES = tuple(dict.fromkeys(t for p in PROTOCOLS.values() for t in p.paper_tables))  # every paper table
