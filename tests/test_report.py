@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from conftest import REPO, snakemake
-from sparsenets import claims, figures, study
+from sparsenets import claims, figures, paper_tables, provenance, study
 from sparsenets import report as one_page
 
 FIGURES = {"phew": ["accuracy_vs_density", "layer_widths", "path_kernel", "train_loss"],
@@ -98,6 +98,10 @@ def results(tmp_path, monkeypatch):
     for path in context["data"].values():
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         np.savez(path, y_train=np.zeros(1200), y_test=np.zeros(345))
+    for entry in context["paper_tables"]:
+        paper_runs().to_csv(tmp_path / "paper-runs.csv", index=False)
+        Path(entry["csv"]).parent.mkdir(parents=True, exist_ok=True)
+        paper_tables.write(tmp_path / "paper-runs.csv", entry["csv"], entry["tex"], study=entry["study"], preset="tiny")
     return context
 
 
@@ -105,17 +109,69 @@ def test_the_page_holds_the_grid_the_verdicts_and_every_captioned_figure(results
     monkeypatch.setenv("SPARSENETS_GIT_COMMIT", "abc1234")
     one_page.write(results, "results/report.html", str(TEMPLATE))
     page = Path("results/report.html").read_text()
-    images = re.findall(r"<img src='data:image/png;base64,([^']+)'", page)
+    images = re.findall(r"<img tabindex='0' src='data:image/png;base64,([^']+)'", page)
     assert len(images) == len(results["figures"]) == 8
     assert base64.b64decode(images[0]) == Path(results["figures"][0]["png"]).read_bytes()
     assert page.count("The paper claims") == 8 and "How to read it" in page and "System Message" not in page
+    assert page.count("<details><summary>the claim, how to read it</summary>") == 8  # folded away
     assert "Preset tiny. 1 seed (0)." in page  # the figure's own caption line, read back from the PNG
-    assert "git commit <code>abc1234</code>" in page and "UTC" in page
+    assert "git commit <code>abc1234</code>" in page and "UTC" in page and "provenance-warning" not in page
     assert "<td>1 (0)</td><td>2 (tiny)</td><td>1,200</td><td>345</td>" in page  # seeds, epochs, train, test
-    for mark in ("✅", "❌", "❔", "⚪"):
-        assert mark in page
+    for verdict, glyph in (("reproduced", "✓"), ("not reproduced", "✗"), ("inconclusive", "?"),
+                           ("not enough runs", "–")):
+        assert f"{glyph} {verdict}</span>" in page
     assert page.count("0.61 [0.55, 0.67]") == 3 and "no random-like-imp runs" in page
     assert "measured inconclusive" in page and claims.CLAIMS["C4"] in page
+    assert "runs in MLflow" not in page  # the store is no server: nothing to link to
+
+
+def test_the_page_states_where_its_results_came_from(results, monkeypatch):
+    """Commit (with the dirty mark and a visible warning when it is unknown or dirty), preset, each data file's
+    name and sha256, in the page and in claims.md; the digest is cached beside the file."""
+    from sparsenets.cli import main
+
+    data = results["data"]["digits"]
+    digest = provenance.sha256(data)
+    assert Path(data + ".sha256").exists() and provenance.sha256(data) == digest
+    for commit, warned in (("abc1234", False), ("abc1234-dirty", True), ("unknown", True)):
+        monkeypatch.setenv("SPARSENETS_GIT_COMMIT", commit)
+        page = one_page.build(results, str(TEMPLATE.read_text()))
+        assert f"git commit <code>{commit}</code>" in page and "preset <code>tiny</code>" in page
+        assert f"<code>digits.npz</code> sha256 <code title='{digest}'>" in page
+        assert ("id='provenance-warning'" in page) == warned
+    monkeypatch.setenv("SPARSENETS_GIT_COMMIT", "abc1234-dirty")
+    assert main(["claims", "--preset", "tiny", "--data", data, "--md", "c.md", "--csv", "c.csv"]) == 0
+    md = Path("c.md").read_text()
+    assert f"commit `abc1234-dirty`" in md and f"data `digits.npz` sha256 `{digest}`" in md
+    assert "**Warning: the code had uncommitted changes" in md
+    monkeypatch.delenv("SPARSENETS_GIT_COMMIT")
+    assert provenance.commit() == provenance.describe_commit() != ""
+    assert provenance.describe_commit(Path("/")) == "unknown" and provenance.warning("unknown")
+
+
+def test_each_claim_links_to_its_runs_when_the_store_is_a_server(results, monkeypatch):
+    marker = Path(results["summary"])
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"uri": "http://mlflow.example:5000/", "runs": {"phew": "r1"},
+                                  "experiments": {"phew": "7", "deconstructing": "8"}}))
+    page = one_page.build(results, str(TEMPLATE.read_text()))
+    links = re.findall(r"<a class='runs' href='([^']+)'", page)
+    assert len(links) == 4 and links[0] == ("http://mlflow.example:5000/#/experiments/7?searchFilter=tags.model%20%3D"
+                                            "%20%27mlp%27%20AND%20tags.dataset%20%3D%20%27digits%27")
+    assert links[-1].startswith("http://mlflow.example:5000/#/experiments/8?")
+    marker.write_text(json.dumps({"uri": "sqlite:////x/mlflow.db", "runs": {}, "experiments": {"phew": "1"}}))
+    assert "runs in MLflow" not in one_page.build(results, str(TEMPLATE.read_text()))
+
+
+def test_the_page_shows_and_links_each_studys_paper_table(results):
+    one_page.write(results, "results/report.html", str(TEMPLATE))
+    page = Path("results/report.html").read_text()
+    for entry in results["paper_tables"]:
+        rel = Path(entry["tex"]).relative_to("results")
+        csv = Path(entry["csv"]).relative_to("results")
+        assert f"<a href='{rel}'>TEX</a>" in page and f"<a href='{csv}'>CSV</a>" in page
+    assert page.count("<table class='paper'>") == 2 * len(results["paper_tables"])  # own and fresh weights
+    assert "fresh weights (reinit)" in page and "<th>25%</th><th>6.25%</th>" in page
 
 
 def test_a_missing_figure_is_named_and_no_page_is_written(results, capsys):
@@ -214,12 +270,14 @@ def test_a_runs_table_without_accuracy_is_named(tmp_path):
 
 def pdflatex() -> str:
     """Debian's pdflatex with booktabs, installed on first use (as the browser tests install chromium)."""
+    import os
+
     from cluster import ensure_debian_packages, run_checked
 
     ensure_debian_packages({"pdflatex": "texlive-latex-base"})
     if subprocess.run(["kpsewhich", "booktabs.sty"], capture_output=True, text=True).returncode:
         run_checked(["apt-get", "-o", "DPkg::Lock::Timeout=600", "install", "-y", "-qq", "--no-install-recommends",
-                     "texlive-latex-recommended"], env={**__import__("os").environ, "DEBIAN_FRONTEND": "noninteractive"})
+                     "texlive-latex-recommended"], env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
     return shutil.which("pdflatex")
 
 

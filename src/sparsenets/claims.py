@@ -330,7 +330,7 @@ def c4(runs: pd.DataFrame, options: ClaimOptions) -> Finding:
         parts_b.append(stats.part(outcome))
         numbers.append(_num("difference", f"{m} − random", db, diff, "final_test_acc, reinit"))
         text_b.append(f"{m} − random {diff.describe(signed=True)} {outcome}")
-    measured = (f"(a) imp − random-like-imp within ±{margin:g}: " + "; ".join(text_a)
+    measured = (f"(a) imp − random-like-imp vs the equivalence margin ±{margin:g}: " + "; ".join(text_a)
                 + f". (b) at density {db:.4g}: " + ", ".join(text_b))
     return Finding(_verdict([part_a, *parts_b]), measured, numbers)
 
@@ -540,7 +540,7 @@ def c7(runs: pd.DataFrame, options: ClaimOptions) -> Finding:
     numbers += [_num("difference", f"dnw-freeze{k} − dnw", d, near, "final_test_acc"),
                 _num("difference", "(k − 0) − (full − k)", d, diminishing, f"final_test_acc, k = {k}")]
     measured = (f"at density {d:.4g}, k = {k}: frozen − full DNW {near.describe(signed=True)} "
-                f"(within ±{options.equivalence_margin:g}: {oa}); gain 0→k minus gain k→full "
+                f"(vs the equivalence margin ±{options.equivalence_margin:g}: {oa}); gain 0→k minus gain k→full "
                 f"{diminishing.describe(signed=True)}: {ob}")
     return Finding(_verdict([stats.part(oa), stats.part(ob)]), measured, numbers)
 
@@ -628,7 +628,8 @@ def _cell(text: Any) -> str:
 
 
 def write(claims: list[dict], md_path: str | os.PathLike, csv_path: str | os.PathLike, *, preset: str = "",
-          tables: Sequence[str] = (), options: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+          tables: Sequence[str] = (), options: Mapping[str, Mapping[str, Any]] | None = None,
+          provenance: str = "") -> None:
     """The verdicts as a table to read at a glance with each claim's numbers and how each claim is tested
     (markdown), and the tidy numbers as CSV (NUMBER_COLUMNS, the verdict on each row). Both written atomically.
     `options`: study -> the claim options it was given."""
@@ -637,6 +638,7 @@ def write(claims: list[dict], md_path: str | os.PathLike, csv_path: str | os.Pat
         ", from " + ", ".join(f"`{t}`" for t in tables) if tables else "")
     lines = ["# Claims C1–C7 and C5b of the two papers", "",
              f"Verdicts on {source}: {counts} (one row per study, claim and network).", ""]
+    lines += [provenance, ""] if provenance else []  # commit, data digests (sparsenets.provenance.markdown)
     if options:
         lines += ["Options: " + "; ".join(f"{study}: " + (", ".join(f"{k} = {v}" for k, v in values.items()) or "defaults")
                                           for study, values in options.items()) + ".", ""]

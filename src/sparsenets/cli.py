@@ -61,13 +61,13 @@ def cmd_mlflow_init(a: argparse.Namespace) -> None:
 
 def cmd_mlflow_summary(a: argparse.Namespace) -> None:
     from .io import write_json
-    from .tracking import redact, summary_run
+    from .tracking import experiment_ids, redact, summary_run
 
     runs = {}
     for name, *figures in a.study or []:
         runs[name] = summary_run(a.uri, name, figures, a.claims)
         _log(f"summary run {runs[name]} of study {name}: {len(figures)} figure files and {a.claims}")
-    write_json(a.out, {"uri": redact(a.uri, a.uri), "runs": runs})
+    write_json(a.out, {"uri": redact(a.uri, a.uri), "runs": runs, "experiments": experiment_ids(a.uri, list(runs))})
 
 
 def cmd_mask(a: argparse.Namespace) -> None:
@@ -158,7 +158,11 @@ def cmd_claims(a: argparse.Namespace) -> None:
         raise ValueError(f"--options names no --study: {', '.join(unknown)}")
     claims = build(studies)
     given = {s.study: {k: getattr(s.options, k) for k in a.options.get(s.study, {})} for s in studies}
-    write(claims, a.md, a.csv, preset=a.preset, tables=tables, options=given)
+    from . import provenance
+
+    data = {os.path.basename(path).removesuffix(".npz"): path for path in a.data}
+    write(claims, a.md, a.csv, preset=a.preset, tables=tables, options=given,
+          provenance=provenance.markdown(provenance.collect(a.preset, data)))
     for c in claims:
         _log(f"{c['study']} {c['id']} {c['network'] or '(no network)'}: {c['verdict']}")
 
@@ -343,6 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--options", type=_json_arg, default={},
                    help="claim options per study as JSON, e.g. {\"phew\": {\"claim_density_max\": 0.11}}: "
                         "claim_density_max, focus_density, freeze_claim_epoch, equivalence_margin")
+    s.add_argument("--data", nargs="*", default=[], help="the data files the runs read (data/{dataset}.npz): their "
+                   "names and sha256 are stated in claims.md, with the commit")
     s.add_argument("--md", required=True, help="the verdicts with their numbers and test definitions (claims.md)")
     s.add_argument("--csv", required=True, help="the tidy numbers behind every verdict (claims.csv)")
 

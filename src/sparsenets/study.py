@@ -39,7 +39,7 @@ DENSE = "1"  # the density of the dense run IMP starts from: random at density 1
 RUN_FILES = {"metrics": "metrics.json", "model": "model.pt", "mask": "mask.pt", "structure": "structure.json"}
 TRAINING = ("train", "train_dense", "train_reinit", "train_prune")  # the kinds of job that train a network
 KINDS = ("dataset", "mlflow_init", "mask", "imp_mask", "mask_layer_matched", *TRAINING, "sensitivity", "table",
-         "paper_table", "figure", "claims", "mlflow_summary", "report")  # every kind of job, by the Snakemake rule that runs it
+         "paper_table", "figure", "claims", "mlflow_summary", "report")  # every kind of job, by the rule that runs it
 
 
 def format_density(density: float | str) -> str:
@@ -474,7 +474,8 @@ class Grid:
         """A method × density table for a paper (sparsenets.paper_tables), from the study's tidy table `table`."""
         return self._add(Job("paper_table", f"{study.name}/{name}",
                              {"table": self.paths("table", study=study.name, kind=table)},
-                             {ext: self.paths("paper_table", study=study.name, name=name, ext=ext) for ext in ("csv", "tex")},
+                             {ext: self.paths("paper_table", study=study.name, name=name, ext=ext)
+                              for ext in ("csv", "tex")},
                              self.paths("paper_table_log", study=study.name, name=name), {"preset": study.preset},
                              study.name))
 
@@ -492,7 +493,9 @@ class Grid:
         args = " ".join(f"--study {s.name} {s.protocol.name} " + " ".join(f"{t}={p}" for t, p in tables[s.name].items())
                         for s in studies if tables[s.name])
         options = {s.name: s.protocol.claim_options(s) for s in studies if tables[s.name]}
-        return self._add(Job("claims", "", {"tables": tuple(p for t in tables.values() for p in t.values())},
+        data = tuple(dict.fromkeys(self.dataset(d).output for s in studies for d in s.spec["datasets"]))
+        return self._add(Job("claims", "", {"tables": tuple(p for t in tables.values() for p in t.values()),
+                                            "data": data},  # named with their sha256 in claims.md
                              {"md": self.paths("claims", ext="md"), "csv": self.paths("claims", ext="csv")},
                              self.paths("claims_log"), {"studies": args, "options": json.dumps(options)}))
 
@@ -500,6 +503,7 @@ class Grid:
         """One self-contained page for the preset (sparsenets.report): the grid, the claims, every figure with
         its caption. Its context holds what the page and the caption template read."""
         figures = [j for j in self.jobs.values() if j.kind == "figure"]
+        tables = [j for j in self.jobs.values() if j.kind == "paper_table"]
         claims = self.jobs[self.paths("claims", ext="md")].outputs
         data = {d: self.dataset(d).output for s in studies for d in s.spec["datasets"]}
         preset = studies[0].preset if studies else ""
@@ -507,9 +511,13 @@ class Grid:
                   "recipes": {s.spec["recipe"]: dict(s.recipe) for s in studies}}
         context = {"preset": preset, "config": config, "claims": dict(claims), "data": data,
                    "figures": [{"study": j.study, "fig": j.key.split("/", 1)[1], "png": j.outputs["png"],
-                                "tables": list(j.inputs["tables"])} for j in figures]}
+                                "tables": list(j.inputs["tables"])} for j in figures],
+                   "paper_tables": [{"study": j.study, "name": j.key.split("/", 1)[1], **j.outputs} for j in tables],
+                   "summary": self.paths("summary")}  # the MLflow experiments, for links to each claim's runs
         return self._add(Job("report", "", {"figures": tuple(j.outputs["png"] for j in figures),
-                                            "claims": tuple(claims.values()), "data": tuple(data.values())},
+                                            "claims": tuple(claims.values()), "data": tuple(data.values()),
+                                            "tables": tuple(f for j in tables for f in j.outputs.values()),
+                                            "summary": self.paths("summary")},
                              {"html": self.paths("report")}, self.paths("report_log"), {"context": json.dumps(context)}))
 
 

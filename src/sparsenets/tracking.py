@@ -541,6 +541,14 @@ def summary_run(uri: str, study: str, figures: list[str | os.PathLike], claims_m
     return run_id
 
 
+def experiment_ids(uri: str, names: list[str]) -> dict[str, str]:
+    """Each study's experiment id (the report links each claim to its runs in the UI: #/experiments/{id})."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    return {name: experiment_id(client, name, uri) for name in names}
+
+
 def log_to_job_run(uri: str, experiment: str, job: str, values: Mapping[str, float]) -> str | None:
     """Final metrics measured after a job's training (its sensitivity areas) onto that job's run, found by
     its `job` tag; None when the store has no such run. Stamped at time 0 and step 0, so a rerun that
