@@ -366,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--runs", required=True, help="the study's runs table (results/{study}/tables/runs.csv)")
     s.add_argument("--study", required=True, help="the study, named in the caption and label")
     s.add_argument("--preset", default="", help="the preset, named in the caption")
-    s.add_argument("--csv", required=True, help="one row per cell: mean, 95 %% interval, seeds")
+    s.add_argument("--csv", required=True, help="one row per cell: mean, 95-percent t-interval, seeds")
     s.add_argument("--tex", required=True, help="booktabs tables, one per network (\\usepackage{booktabs})")
 
     s = add("figure", cmd_figure, "draw one paper figure from tidy tables")
