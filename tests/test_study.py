@@ -27,11 +27,12 @@ COUNTS = {
     "quick": {"dataset": 1, "mlflow_init": 1, "mask": 45, "train": 81, "train_dense": 3, "imp_mask": 12,
               "mask_layer_matched": 6, "sensitivity": 15, "table": 7, "train_reinit": 30, "figure": 8, "claims": 1,
               "paper_table": 2},
-    # paper: the phew study on vgg19, vgg19-nobn and resnet20 (CIFAR-10/100), and phew-tiny-imagenet on
-    # resnet18-tin and vgg19-nobn-tin: 432 masks and 432 runs per network (9 methods x 16 densities x 3 seeds)
-    "paper": {"dataset": 3, "mlflow_init": 1, "mask": 3474, "train": 3600, "train_dense": 3, "imp_mask": 54,
+    # paper: the phew study on vgg19, vgg19-nobn and resnet20 (CIFAR-10/100): 11 methods x 16 densities x 3 seeds
+    # per network, phew-res and mag among them (mag: a dense run per seed, and a pruning run beside each run);
+    # phew-tiny-imagenet on resnet18-tin and vgg19-nobn-tin: 432 masks and 432 runs per network (9 methods)
+    "paper": {"dataset": 3, "mlflow_init": 1, "mask": 3780, "train": 4176, "train_dense": 21, "imp_mask": 54,
               "mask_layer_matched": 15, "sensitivity": 15, "table": 10, "train_reinit": 75, "figure": 12, "claims": 1,
-              "paper_table": 3},
+              "paper_table": 3, "train_prune": 288},
 }
 
 

@@ -252,7 +252,12 @@ def cmd_plan(a: argparse.Namespace) -> None:
         raise FileNotFoundError(f"config file {a.configfile} not found in {os.getcwd()}: run plan in the repository "
                                 "root (where config.yaml is), or give --configfile PATH")
     torch.set_num_threads(a.threads)
-    print(format_plan(*plan(a.preset, a.configfile, a.calibrate)))
+    preset, plans = plan(a.preset, a.configfile, a.calibrate)
+    print(format_plan(preset, plans))
+    if a.calibrate:
+        from .plan import format_measured
+
+        print(format_measured(a.calibrate, plans, a.cores or os.cpu_count() or 1, a.threads))
 
 
 def cmd_names(a: argparse.Namespace) -> None:
@@ -388,7 +393,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--configfile", default="config.yaml", help="the config file (default: config.yaml)")
     s.add_argument("--threads", type=int, default=1, help="CPU threads per job, for the CPU-hours")
     s.add_argument("--calibrate", metavar="RESULTS", help="a results folder: price epochs as its finished runs "
-                   "measured them, and count the jobs left to run")
+                   "measured them, and count the jobs left to run; with Snakemake's records of that run, price "
+                   "the preset's wall time by the seconds each job took")
+    s.add_argument("--cores", type=int, help="with --calibrate: the cores the run gets (snakemake --cores; "
+                   "default: this machine's)")
     return p
 
 

@@ -206,7 +206,16 @@ ML_VIEW = {"mlflow.experimentKind": "custom_model_development"}  # the UI's "Mac
 NOTE = "mlflow.note.content"  # the description the UI shows on a run's or an experiment's page (markdown)
 PARENT = "mlflow.parentRunId"  # nests a run under another in the UI
 PARENT_KEY = "parent_key"  # on a parent run: study/dataset/model/method
+RUN_COLOR = "mlflow.runColor"  # the colour the UI draws a run in (its colour picker sets this tag)
 SYSTEM_METRICS_INTERVAL_S = 15.0  # one sample of CPU, memory, disk, network (and GPU): about 5 ms (README, MLflow)
+
+
+def run_color(method: str) -> str:
+    """The method's colour in the figures (`styles`), as the UI's run colour: lines and points of one method
+    look alike in MLflow's charts and in the report."""
+    from .styles import style
+
+    return style(method).color
 
 
 def short_method(method: str) -> str:
@@ -238,7 +247,8 @@ def density_curves(client: Any, experiment_id: str) -> dict[str, dict[str, int]]
     runs = _search_all(client, experiment_id, "attributes.status = 'FINISHED'")
     points: dict[tuple[str, str, int], list[float]] = {}
     for r in runs:
-        parent, acc, density = r.data.tags.get(PARENT), r.data.metrics.get("final_test_acc"), r.data.params.get("density")
+        parent, density = r.data.tags.get(PARENT), r.data.params.get("density")
+        acc = r.data.metrics.get("final_test_acc")
         if parent and acc is not None and density and "job" in r.data.tags:
             variant = r.data.tags.get("variant", "original")
             key = "final_test_acc" if variant in ("", "original") else f"final_test_acc_{variant}"
@@ -277,9 +287,12 @@ def parent_run(client: Any, experiment_id: str, key: str) -> str:
         return found[0]
     study, dataset, model, method = key.split("/")
     tags = {PARENT_KEY: key, "study": study, "dataset": dataset, "model": model, "method": method,
+            RUN_COLOR: run_color(method),
             NOTE: f"Method `{method}` on {dataset}/{model} (study {study}): its runs at each density and seed are "
-                  "nested under this one."}
-    run = _retry(lambda: client.create_run(experiment_id, tags=tags, run_name=f"{method} {dataset}/{model}"))
+                  f"nested under this one; `{CURVE}final_test_acc` is their seed-mean final test accuracy against "
+                  "density (step = density in parts per million)."}
+    run = _retry(lambda: client.create_run(experiment_id, tags=tags,
+                                           run_name=f"{short_method(method)} {dataset}/{model}"))
     _retry(lambda: client.set_terminated(run.info.run_id, "FINISHED"))
     winner, *losers = _parents(client, experiment_id, key)
     for loser in losers:
@@ -362,7 +375,8 @@ class RunTracker:
             return resume_run_id
         for old in self._runs_of_job():
             _retry(lambda: self.client.delete_run(old))
-        all_tags = {"job": self.job, "mlflow.runName": name or self.job, **provenance_tags(), NOTE: note, **({PARENT: self.parent_id} if parent else {}),
+        colour = {RUN_COLOR: run_color(str(tags["method"]))} if "method" in tags else {}
+        all_tags = {"job": self.job, "mlflow.runName": name or self.job, **provenance_tags(), **colour, NOTE: note, **({PARENT: self.parent_id} if parent else {}),
                     **{k: str(v) for k, v in tags.items()}}
         run = _retry(lambda: self.client.create_run(self.experiment_id, start_time=start_ms, run_name=name or self.job,
                                                     tags=all_tags))
