@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 import requests
 
+from conftest import REPO
 from sparsenets.experiments import RunSpec, make_mask, run_training
-from sparsenets.tracking import CURVE, CURVE_STEP, artifact_dir, init_store, short_method, summary_run
 from sparsenets.styles import style
+from sparsenets.tracking import CURVE, CURVE_STEP, artifact_dir, init_store, short_method, summary_run
 from sparsenets.train import Recipe
 
 METHODS, DENSITIES = ("random", "snip", "random-like-imp"), (0.05, 0.2)
@@ -68,9 +69,12 @@ def moved(digits_npz, tmp_path_factory) -> Path:
 def server(moved):
     """`mlflow ui` (MLflow's server) on the moved store, as the README starts it (from the results folder's parent)."""
     port = free_port()
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", "sqlite:///results/mlflow.db",
-           "--artifacts-destination", "results/mlartifacts", "--host", "127.0.0.1", "--port", str(port),
-           "--workers", "1"]
+    [line] = [line for line in (REPO / "README.md").read_text().splitlines() if line.startswith(".venv/bin/mlflow ui")]
+    args = line.split()[1:]
+    assert args[:6] == ["ui", "--backend-store-uri", "sqlite:///results/mlflow.db", "--artifacts-destination",
+                        "results/mlartifacts", "--host"], line
+    args[args.index("--port") + 1] = str(port)  # the README's command, on a free port
+    cmd = [sys.executable, "-m", "mlflow", *args, "--workers", "1"]
     proc = subprocess.Popen(cmd, cwd=moved.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:

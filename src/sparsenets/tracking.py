@@ -15,6 +15,7 @@ import math
 import os
 import re
 import time
+from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
@@ -253,15 +254,13 @@ def density_curves(client: Any, experiment_id: str) -> dict[str, dict[str, int]]
             variant = r.data.tags.get("variant", "original")
             key = "final_test_acc" if variant in ("", "original") else f"final_test_acc_{variant}"
             points.setdefault((parent, key, round(float(density) * CURVE_STEP)), []).append(acc)
-    done: dict[str, dict[str, int]] = {}
+    per_parent: dict[str, list[Any]] = {}
     for (parent, key, step), accs in sorted(points.items()):
-        done.setdefault(parent, {}).setdefault(CURVE + key, 0)
-        done[parent][CURVE + key] += 1
-    for parent, keys in done.items():
-        metrics = [Metric(CURVE + key, sum(a) / len(a), 0, step) for (p, key, step), a in points.items() if p == parent]
+        per_parent.setdefault(parent, []).append(Metric(CURVE + key, sum(accs) / len(accs), 0, step))
+    for parent, metrics in per_parent.items():
         for i in range(0, len(metrics), 1000):
             _retry(lambda: client.log_batch(parent, metrics=metrics[i:i + 1000]))
-    return done
+    return {parent: dict(Counter(m.key for m in metrics)) for parent, metrics in per_parent.items()}
 
 
 def _search_all(client: Any, experiment_id: str, filter_string: str) -> list[Any]:
