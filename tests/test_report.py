@@ -187,9 +187,21 @@ def test_a_missing_figure_is_named_and_no_page_is_written(results, capsys):
 
 CHECK = """<script>window.addEventListener("load", () => {
   const imgs = [...document.images];
+  const rgb = c => (c.match(/[\\d.]+/g) || []).slice(0, 3).map(Number);
+  const lum = c => { const v = rgb(c).map(x => { x /= 255; return x <= 0.03928 ? x / 12.92 : ((x + 0.055) / 1.055) ** 2.4; });
+                     return 0.2126 * v[0] + 0.7152 * v[1] + 0.0722 * v[2]; };
+  const contrast = (a, b) => { const [x, y] = [lum(a), lum(b)].sort((p, q) => q - p); return (x + 0.05) / (y + 0.05); };
+  const badges = [...document.querySelectorAll("#claims-table .badge")].map(b => {
+    const s = getComputedStyle(b), r = b.getBoundingClientRect();
+    return {text: b.textContent, contrast: contrast(s.color, s.backgroundColor), width: r.width, height: r.height}; });
+  const links = [...document.querySelectorAll(".paper-table summary a")].map(a => a.getAttribute("href"));
   document.body.setAttribute("data-check", JSON.stringify({images: imgs.length,
     loaded: imgs.filter(i => i.complete && i.naturalWidth > 0).length,
-    claims: document.querySelectorAll("#claims-table tr.claim").length}));
+    claims: document.querySelectorAll("#claims-table tr.claim").length, badges: badges, links: links,
+    provenance: document.querySelector("#provenance").textContent,
+    warning: !!document.querySelector("#provenance-warning"),
+    folded: [...document.querySelectorAll("figure details")].filter(d => !d.open).length,
+    height: document.documentElement.scrollHeight}));
 });</script>"""
 
 
@@ -211,18 +223,51 @@ def open_in_chromium(page: Path, *args: str) -> str:
 
 @pytest.mark.e2e
 def test_the_pipelines_page_opens_in_a_browser_with_every_image_loaded(tiny_run, tmp_path):
-    page = tiny_run / "results" / "report.html"  # written by the workflow's rule `report`
-    assert (tiny_run / "results" / "logs" / "report.log").exists()
-    checked = tmp_path / "checked.html"
+    """The page as a reader sees it: every image loaded, every verdict a legible badge (text with contrast ≥ 4.5),
+    the provenance stated, the tables for a paper linked to files that exist, captions folded, the page compact.
+    Screenshots stay in the test's folder (their paths are printed)."""
+    results = tiny_run / "results"
+    page = results / "report.html"  # written by the workflow's rule `report`
+    assert (results / "logs" / "report.log").exists()
+    checked = results / "checked.html"  # beside the page, so its relative links resolve
     checked.write_text(page.read_text().replace("</body>", CHECK + "</body>"))
-    dom = open_in_chromium(checked, "--dump-dom")
+    dom = open_in_chromium(checked, "--window-size=1400,1000", "--dump-dom")
+    checked.unlink()
     found = json.loads(html.unescape(re.search(r'data-check="([^"]+)"', dom)[1]))
     n_figures = sum(len(figs) for figs in FIGURES.values())
-    assert found["images"] == found["loaded"] >= n_figures
+    assert found["images"] == found["loaded"] >= n_figures and found["folded"] == n_figures
     assert found["claims"] >= 8  # C1-C3 on phew, C4-C7 and C5b on deconstructing
-    shot = tmp_path / "report.png"
-    open_in_chromium(page, "--window-size=1200,2200", f"--screenshot={shot}")
-    assert shot.stat().st_size > 50_000
+    for b in found["badges"]:
+        assert b["contrast"] >= 4.5 and b["width"] > 40 and b["height"] > 10, b
+        assert re.fullmatch(r"[✓✗?–○] [a-z' ]+", b["text"]), b
+    assert re.search(r"git commit [0-9a-f]{40}(-dirty)?|git commit unknown", found["provenance"])
+    assert "digits.npz sha256" in found["provenance"] and "preset tiny" in found["provenance"]
+    assert found["warning"] == ("-dirty" in found["provenance"] or "unknown" in found["provenance"])
+    assert sorted(found["links"]) == sorted(f"{s}/tables/accuracy.{ext}" for s in FIGURES for ext in ("csv", "tex"))
+    assert all((results / link).is_file() for link in found["links"])
+    assert found["height"] < 6000, found["height"]  # was ~8,400 px before the figures went two to a row
+    shots = {"report.png": f"--window-size=1400,{found['height'] + 100}", "report-top.png": "--window-size=1400,1000"}
+    for name, size in shots.items():
+        open_in_chromium(page, size, f"--screenshot={tmp_path / name}")
+        assert (tmp_path / name).stat().st_size > 50_000
+        print(f"screenshot: {tmp_path / name}")
+
+
+@pytest.mark.e2e
+def test_the_pipelines_paper_tables_compile(tiny_run, tmp_path):
+    """After the tiny pipeline every study has its method x density table, and its LaTeX compiles (pdflatex)."""
+    texs = sorted((tiny_run / "results").glob("*/tables/*.tex"))
+    assert [t.parent.parent.name for t in texs] == sorted(FIGURES) and {t.stem for t in texs} == {"accuracy"}
+    for tex in texs:
+        csv = pd.read_csv(tex.with_suffix(".csv"))
+        runs = pd.read_csv(tex.with_name("runs.csv"))
+        unfrozen = runs[runs["freeze_epoch"].isna()] if "freeze_epoch" in runs else runs
+        assert set(csv["method"]) == set(unfrozen["method"])
+        assert csv["n_seeds"].min() >= 1 and r"\toprule" in tex.read_text()
+    pdf = compile_tex(texs, tmp_path)
+    print(f"tables compiled: {pdf}")
+    claims_md = (tiny_run / "results" / "claims.md").read_text()
+    assert "Provenance: commit `" in claims_md and "data `digits.npz` sha256 `" in claims_md
 
 
 # ------------------------------------------------------------------------------ tables for a paper (paper_tables)

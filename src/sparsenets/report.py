@@ -195,7 +195,7 @@ def _numbers(c: Mapping[str, Any]) -> str:
         f"<td class='num'>{_num(n['density'])}</td><td>{_e(n['detail'] if pd.notna(n['detail']) else '')}</td>"
         f"<td class='num'>{_e(_interval(n))}</td><td>{_e(n['seeds'] if pd.notna(n['seeds']) else '–')}</td></tr>"
         for n in c["numbers"])
-    return (f"<details><summary>{len(c['numbers'])} numbers</summary><table class='numbers'><tr><th>quantity</th>"
+    return (f"<details><summary>{len(c['numbers'])} number{'s' * (len(c['numbers']) != 1)}</summary><table class='numbers'><tr><th>quantity</th>"
             f"<th>method</th><th>density</th><th>detail</th><th>mean [95 % CI]</th><th>seeds</th></tr>{rows}"
             f"</table></details>") if rows else ""
 
@@ -245,10 +245,14 @@ def runs_link(links: Mapping[str, str], claim: Mapping[str, Any]) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ provenance
+def _size(n: int) -> str:
+    return f"{n / 1e6:,.1f} MB" if n >= 1e5 else f"{n / 1e3:,.1f} kB"
+
+
 def _provenance(prov: Mapping[str, Any], now: dt.datetime) -> str:
     commit = str(prov["commit"])
     data = "; ".join(f"{_e(name)}: <code>{_e(d['file'])}</code> sha256 <code title='{_e(d['sha256'])}'>"
-                     f"{_e(d['sha256'][:16])}…</code> ({d['bytes'] / 1e6:,.1f} MB)"
+                     f"{_e(d['sha256'][:16])}…</code> ({_size(d['bytes'])})"
                      for name, d in prov["data"].items())
     warn = f"<p class='warn' id='provenance-warning'>⚠ Warning: {_e(prov['warning'])}.</p>" if prov["warning"] else ""
     return (f"<p class='meta' id='provenance'>git commit <code>{_e(commit)}</code> · preset <code>{_e(prov['preset'])}"
