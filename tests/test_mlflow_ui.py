@@ -119,11 +119,15 @@ def test_jobs_logging_one_dataset_at_once_share_it(digits_npz, store, tmp_path):
         assert [i.dataset.name for i in t.client.get_run(t.run_id).inputs.dataset_inputs] == ["digits"]
 
 
-def test_a_training_run_reads_well_in_the_ui(digits_npz, store, tmp_path):
+def test_a_training_run_reads_well_in_the_ui(digits_npz, store, tmp_path, monkeypatch):
     """Name, parent, description, the nominal density as a param, the claims' numbers as final metrics, the
-    dataset as an input, system metrics, the three artifacts, and a duration that covers every epoch."""
+    dataset as an input, system metrics, the three artifacts, provenance tags, and a duration that covers
+    every epoch."""
     from mlflow.tracking import MlflowClient
 
+    from sparsenets import provenance
+
+    monkeypatch.setenv("SPARSENETS_PRESET", "tiny")  # as the workflow sets it
     uri = copy_of(store, tmp_path)
     init_store(uri, ["phew"], ["phew/digits/mlp/snip"])
     db = tmp_path / "mlflow.db"
@@ -139,6 +143,9 @@ def test_a_training_run_reads_well_in_the_ui(digits_npz, store, tmp_path):
     assert tags["mlflow.runName"] == "snip d0.2 s0" and tags["job"] == spec.name
     assert tags[PARENT] == parent and parent_name == "snip digits/mlp"
     assert "snip" in tags[NOTE] and "density 0.2" in tags[NOTE] and "density" not in tags
+    assert tags["git_commit"] == provenance.commit() and tags["git_dirty"] == str(tags["git_commit"].endswith(
+        "-dirty")).lower() and tags["preset"] == "tiny"
+    assert tags["data_file"] == digits_npz.name and tags["data_sha256"] == provenance.sha256(digits_npz)
     exp_tags = dict(query(db, "select t.key, t.value from experiment_tags t join experiments e using (experiment_id) "
                               "where e.name = 'phew'"))
     assert ML_VIEW.items() <= exp_tags.items() and exp_tags[NOTE]
