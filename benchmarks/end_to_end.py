@@ -24,7 +24,7 @@ SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 COMMANDS = {  # kind of job (its rule) -> the `python -m sparsenets` command it runs
     "dataset": "data", "mlflow_init": "mlflow-init", "mask": "mask", "mask_layer_matched": "mask",
     "imp_mask": "imp-mask", "train": "train", "train_dense": "train", "train_reinit": "train",
-    "sensitivity": "sensitivity", "table": "table", "figure": "figure", "claims": "claims", "report": "report",
+    "sensitivity": "sensitivity", "table": "table", "paper_table": "paper-table", "figure": "figure", "claims": "claims", "report": "report",
 }
 
 

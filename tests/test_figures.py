@@ -310,3 +310,79 @@ def test_the_type3_check_would_catch_type3_fonts(tmp_path):
         fig.savefig(tmp_path / "t3.pdf")
     plt.close(fig)
     assert b"/Subtype /Type3" in (tmp_path / "t3.pdf").read_bytes()
+
+
+# ---------------------------------------------------------------------- figures that agree with the claims (issue 22)
+def test_methods_of_one_study_differ_in_hue_at_a_glance():
+    """No two methods a study of any preset draws together look alike (ΔE ≥ 20), and claim C4's pairs least of all:
+    IMP, RigL and random-like-IMP were three near-identical oranges."""
+    import yaml
+
+    from conftest import REPO
+    from sparsenets.styles import distance
+
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    studies = {(p, s): set(spec["methods"]) | ({"random-like-imp", "random-like-dnw", "random-like-rigl"}
+                                               if spec["protocol"] == "deconstructing" else set())
+               for p, preset in config["presets"].items() for s, spec in preset["studies"].items()}
+    for where, methods in studies.items():
+        for a, b in itertools.combinations(sorted(methods), 2):
+            gap = distance(figures.style(a).color, figures.style(b).color)
+            assert gap >= 20, f"{where}: {a} and {b} look alike (ΔE {gap:.0f})"
+    for a, b in [("imp", "random-like-imp"), ("imp", "rigl"), ("rigl", "random-like-imp")]:
+        assert distance(figures.style(a).color, figures.style(b).color) >= 35, (a, b)
+    markers = [s.marker for s in figures.STYLES.values()]
+    assert len(markers) == len(set(markers)) + 1  # dnw-freeze alone shares random's circle (it has its own figure)
+
+
+def with_random_like_imp() -> pd.DataFrame:
+    r = runs()
+    like = r[r["method"] == "imp"].assign(method="random-like-imp", final_test_acc=lambda d: d["final_test_acc"] - 0.03)
+    return pd.concat([r, like], ignore_index=True)
+
+
+def test_reinit_draws_c4s_comparisons_as_c4_tests_them():
+    """Panel (a): re-initialised IMP against re-initialised random-like-IMP; panel (b): re-initialised DNW and RigL
+    against re-initialised random: the means C4 compares (sparsenets.claims.c4), nothing else."""
+    import matplotlib.pyplot as plt
+
+    table = with_random_like_imp()
+    fig = figures.FIGURES["reinit"](table)
+    try:
+        everything, a, b = fig.axes[:3]
+        assert "C4 (a)" in a.get_title() and "C4 (b)" in b.get_title()
+        fresh = table[(table["variant"] == "reinit") & table["freeze_epoch"].isna()]
+        for ax, methods in ((a, {"imp", "random-like-imp"}), (b, {"random", "dnw", "rigl"})):
+            drawn = {line.get_gid(): line for line in ax.get_lines() if line.get_gid()}
+            assert set(drawn) == methods
+            for m, line in drawn.items():
+                expected = fresh[fresh["method"] == m].groupby("density")["final_test_acc"].mean()
+                assert sorted(line.get_ydata()) == pytest.approx(sorted(expected))
+        assert {line.get_gid() for line in everything.get_lines()} >= {"imp", "random-like-imp", "rigl"}
+    finally:
+        plt.close(fig)
+    fig = figures.FIGURES["reinit"](runs())  # no random-like-imp: panel (a) says C4 cannot test it
+    texts = [t.get_text() for t in fig.axes[1].texts]
+    plt.close(fig)
+    assert any("random-like-imp" in t and "cannot test" in t for t in texts), texts
+
+
+def test_layer_axes_name_the_layers_and_group_many_by_stage():
+    import matplotlib.pyplot as plt
+
+    names = ["conv1"] + [f"layer{s}.{b}.conv{c}" for s in (1, 2, 3) for b in range(3) for c in (1, 2)] + ["fc"]
+    table = pd.DataFrame([{**PHEW_SPEC, "method": m, "density": 0.05, "seed": 0, "variant": "original",
+                           "layer_index": i, "layer": f"{n}.weight", "width_ratio": 0.5}
+                          for m in ("random", "phew") for i, n in enumerate(names)])
+    fig = figures.FIGURES["layer_widths"](table)
+    ax = fig.axes[0]
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    stages = [t.get_text() for t in ax.texts]
+    plt.close(fig)
+    assert len(ticks) == len(names) and ticks[0] == "conv1" and ticks[1] == "0.conv1" and ticks[-1] == "fc"
+    assert stages == ["conv1", "layer1", "layer2", "layer3", "fc"]
+    small = table[table["layer_index"] < 3].assign(layer=lambda d: d["layer_index"].map(
+        {0: "fc1.weight", 1: "fc2.weight", 2: "fc3.weight"}))
+    fig = figures.FIGURES["layer_widths"](small)
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["fc1", "fc2", "fc3"] and not fig.axes[0].texts
+    plt.close(fig)

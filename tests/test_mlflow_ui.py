@@ -20,8 +20,8 @@ from conftest import REPO
 from sparsenets import data
 from sparsenets.experiments import RunSpec, make_mask, run_training
 from sparsenets.study import TRAINING, expand, format_density
-from sparsenets.tracking import (ML_VIEW, NOTE, PARENT, PARENT_KEY, RunTracker, init_store, parent_run, run_name,
-                                 system_metrics)
+from sparsenets.tracking import (ML_VIEW, NOTE, PARENT, PARENT_KEY, RunTracker, artifact_dir, init_store, parent_run,
+                                 run_name, system_metrics)
 from sparsenets.train import Recipe
 
 CONFIG = yaml.safe_load((REPO / "config.yaml").read_text())
@@ -119,11 +119,15 @@ def test_jobs_logging_one_dataset_at_once_share_it(digits_npz, store, tmp_path):
         assert [i.dataset.name for i in t.client.get_run(t.run_id).inputs.dataset_inputs] == ["digits"]
 
 
-def test_a_training_run_reads_well_in_the_ui(digits_npz, store, tmp_path):
+def test_a_training_run_reads_well_in_the_ui(digits_npz, store, tmp_path, monkeypatch):
     """Name, parent, description, the nominal density as a param, the claims' numbers as final metrics, the
-    dataset as an input, system metrics, the three artifacts, and a duration that covers every epoch."""
+    dataset as an input, system metrics, the three artifacts, provenance tags, and a duration that covers
+    every epoch."""
     from mlflow.tracking import MlflowClient
 
+    from sparsenets import provenance
+
+    monkeypatch.setenv("SPARSENETS_PRESET", "tiny")  # as the workflow sets it
     uri = copy_of(store, tmp_path)
     init_store(uri, ["phew"], ["phew/digits/mlp/snip"])
     db = tmp_path / "mlflow.db"
@@ -139,6 +143,9 @@ def test_a_training_run_reads_well_in_the_ui(digits_npz, store, tmp_path):
     assert tags["mlflow.runName"] == "snip d0.2 s0" and tags["job"] == spec.name
     assert tags[PARENT] == parent and parent_name == "snip digits/mlp"
     assert "snip" in tags[NOTE] and "density 0.2" in tags[NOTE] and "density" not in tags
+    assert tags["git_commit"] == provenance.commit() and tags["git_dirty"] == str(tags["git_commit"].endswith(
+        "-dirty")).lower() and tags["preset"] == "tiny"
+    assert tags["data_file"] == digits_npz.name and tags["data_sha256"] == provenance.sha256(digits_npz)
     exp_tags = dict(query(db, "select t.key, t.value from experiment_tags t join experiments e using (experiment_id) "
                               "where e.name = 'phew'"))
     assert ML_VIEW.items() <= exp_tags.items() and exp_tags[NOTE]
@@ -162,7 +169,7 @@ def test_a_training_run_reads_well_in_the_ui(digits_npz, store, tmp_path):
     assert json.loads(dataset.dataset.profile) == sizes and sizes.items() <= json.loads(dataset.dataset.source).items()
 
     [(artifact_uri,)] = query(db, "select artifact_uri from runs where run_uuid = ?", run_id)
-    artifacts = Path(artifact_uri.removeprefix("file://"))
+    artifacts = artifact_dir(uri, artifact_uri)
     assert {p.name for p in artifacts.iterdir()} == ARTIFACTS
 
     [(start, end)] = query(db, "select start_time, end_time from runs where run_uuid = ?", run_id)
@@ -248,7 +255,7 @@ def test_runs_carry_density_claims_numbers_inputs_and_artifacts(tiny_run):
         inputs = client.get_run(run_id).inputs.dataset_inputs
         assert [i.dataset.name for i in inputs] == ["digits"], job
         uri = query(db, "select artifact_uri from runs where run_uuid = ?", run_id)[0][0]
-        assert {p.name for p in Path(uri.removeprefix("file://")).iterdir()} == ARTIFACTS, job
+        assert {p.name for p in artifact_dir(f"sqlite:///{db}", uri).iterdir()} == ARTIFACTS, job
     for curve in [j for j in JOBS if j.kind == "sensitivity"]:  # C5's and C5b's areas, onto the curve's run
         run_id = job_runs(db, curve.study)[curve.run.name]
         areas = dict(query(db, "select key, value from latest_metrics where run_uuid = ? and key like "
@@ -279,7 +286,7 @@ def test_each_study_has_one_summary_run_with_its_figures_and_claims(tiny_run, st
     [(run_id, name, uri)] = query(db, "select r.run_uuid, r.name, r.artifact_uri from runs r join tags t on "
                                       "t.run_uuid = r.run_uuid where t.key = 'summary' and t.value = ? and "
                                       "r.lifecycle_stage = 'active'", study)
-    root = Path(uri.removeprefix("file://"))
+    root = artifact_dir(f"sqlite:///{db}", uri)
     figures = {j.key.split("/", 1)[1] for j in JOBS if j.kind == "figure" and j.study == study}
     assert {p.name for p in (root / "figures").iterdir()} == {f"{f}.{e}" for f in figures for e in ("png", "pdf")}
     assert (root / "claims.md").read_text() == (tiny_run / "results/claims.md").read_text()

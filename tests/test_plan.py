@@ -13,7 +13,7 @@ from conftest import PY, REPO
 from sparsenets import data
 from sparsenets.io import write_json
 from sparsenets.plan import (DATASET_SIZES, EpochCost, StudyPlan, calibrate, epoch_cost, format_plan, measure_cpu,
-                             plan)
+                             plan, recorded_jobs)
 from sparsenets.study import expand
 
 
@@ -95,3 +95,18 @@ def test_measured_throughput_is_positive_and_testing_is_cheaper():
     assert 0 < train < test
     with pytest.raises(ValueError, match="no size known for dataset 'imagenet'"):
         measure_cpu("mlp", "imagenet")
+
+
+@pytest.mark.e2e
+def test_snakemakes_records_price_every_job_of_the_tiny_run(tiny_run):
+    """`recorded_jobs` finds each finished job of the tiny run once (Snakemake's own start and end times), so
+    `plan --calibrate` prices every rule of the preset and sets the estimate beside the measured span."""
+    jobs = recorded_jobs(tiny_run / "results")
+    expected = Counter(j.kind for j in expand(yaml.safe_load((REPO / "config.yaml").read_text()), "tiny"))
+    assert Counter(rule for rule, _, _ in jobs) == expected
+    assert all(end >= start for _, start, end in jobs)
+    done = subprocess.run([PY, "-m", "sparsenets", "plan", "--preset", "tiny", "--calibrate", str(tiny_run / "results"),
+                           "--cores", "4"], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert f"measured by Snakemake: {len(jobs)} finished jobs" in done.stdout
+    assert "at 4 job(s) at once" in done.stdout and "not priced" not in done.stdout

@@ -26,14 +26,17 @@ COUNTS = {
     # and 4 figures each)
     "tiny": {"dataset": 1, "mlflow_init": 1, "mask": 27, "train": 44, "train_dense": 2, "imp_mask": 2,
              "mask_layer_matched": 2, "sensitivity": 11, "table": 15, "train_reinit": 16, "figure": 16, "claims": 1,
-             "train_prune": 2},
+             "train_prune": 2, "paper_table": 4},
     # quick: PHEW with 3 seeds and the 4 methods its claims compare (4 x 3 densities x 3 seeds: 36 masks and runs)
     "quick": {"dataset": 1, "mlflow_init": 1, "mask": 45, "train": 81, "train_dense": 3, "imp_mask": 12,
-              "mask_layer_matched": 6, "sensitivity": 15, "table": 7, "train_reinit": 30, "figure": 8, "claims": 1},
-    # paper: the phew study on vgg19, vgg19-nobn and resnet20 (CIFAR-10/100), and phew-tiny-imagenet on
-    # resnet18-tin and vgg19-nobn-tin: 432 masks and 432 runs per network (9 methods x 16 densities x 3 seeds)
-    "paper": {"dataset": 3, "mlflow_init": 1, "mask": 3474, "train": 3600, "train_dense": 3, "imp_mask": 54,
-              "mask_layer_matched": 15, "sensitivity": 15, "table": 10, "train_reinit": 75, "figure": 12, "claims": 1},
+              "mask_layer_matched": 6, "sensitivity": 15, "table": 7, "train_reinit": 30, "figure": 8, "claims": 1,
+              "paper_table": 2},
+    # paper: the phew study on vgg19, vgg19-nobn and resnet20 (CIFAR-10/100): 11 methods x 16 densities x 3 seeds
+    # per network, phew-res and mag among them (mag: a dense run per seed, and a pruning run beside each run);
+    # phew-tiny-imagenet on resnet18-tin and vgg19-nobn-tin: 432 masks and 432 runs per network (9 methods)
+    "paper": {"dataset": 3, "mlflow_init": 1, "mask": 3780, "train": 4176, "train_dense": 21, "imp_mask": 54,
+              "mask_layer_matched": 15, "sensitivity": 15, "table": 10, "train_reinit": 75, "figure": 12, "claims": 1,
+              "paper_table": 3, "train_prune": 288},
 }
 
 
@@ -61,7 +64,8 @@ def test_each_output_has_one_job_and_every_input_is_made_by_a_job_of_the_grid():
     outputs = [f for j in jobs for f in j.outputs.values()]
     assert len(outputs) == len(set(outputs))
     assert {f for j in jobs for f in j.files()} <= set(outputs)
-    assert set(targets(jobs)) == {f for j in jobs if j.kind in ("table", "figure", "claims", "mlflow_summary", "report")
+    assert set(targets(jobs)) == {f for j in jobs if j.kind in ("table", "paper_table", "figure", "claims", "mlflow_summary",
+                                                                     "report")
                                   for f in j.outputs.values()}
 
 
@@ -343,7 +347,7 @@ def test_a_study_of_another_grid():
     spec = {"protocol": "phew", "datasets": ["cifar100"], "models": ["resnet20"], "methods": ["random", "phew"],
             "densities": [0.1], "seeds": [3], "recipe": "quick"}
     jobs = [j for j in expand(with_study("phew-cifar100", spec, "quick"), "quick") if j.study == "phew-cifar100"]
-    assert Counter(j.kind for j in jobs) == {"mask": 2, "train": 2, "table": 3, "figure": 4}
+    assert Counter(j.kind for j in jobs) == {"mask": 2, "train": 2, "table": 3, "paper_table": 1, "figure": 4}
     assert {j.run.name for j in jobs if j.kind == "train"} == {"cifar100/resnet20/random/d0.1/s3",
                                                              "cifar100/resnet20/phew/d0.1/s3"}
     datasets = [j for j in expand(with_study("phew-cifar100", spec, "quick"), "quick") if j.kind == "dataset"]

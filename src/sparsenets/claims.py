@@ -492,7 +492,8 @@ def c4(runs: pd.DataFrame, options: ClaimOptions) -> Finding:
         wins += all(o == stats.ABOVE for o in outcomes)
         losses += any(o == stats.BELOW for o in outcomes)
     part_b = _majority(wins, losses, len(dens_b))
-    measured = (f"({n_test:,.0f} test images) (a) imp − random-like-imp within ±{margin:g}: " + "; ".join(text_a)
+    measured = (f"({n_test:,.0f} test images) (a) imp − random-like-imp vs the equivalence margin ±{margin:g}: "
+                + "; ".join(text_a)
                 + f". (b) {wins} win(s), {losses} loss(es) of {len(dens_b)} densities: " + "; ".join(text_b))
     return _finding([part_a, part_b], measured, _dedupe(numbers), undecided, gaps)
 
@@ -799,7 +800,8 @@ def c7(runs: pd.DataFrame, options: ClaimOptions) -> Finding:
     numbers += [_num("difference", f"dnw-freeze{k} − dnw", d, near, "final_test_acc"),
                 _num("difference", "(k − 0) − (full − k)", d, diminishing, f"final_test_acc, k = {k}")]
     measured = (f"at density {d:.4g}, k = {k} ({n_test:,.0f} test images): frozen − full DNW "
-                f"{near.describe(signed=True)} (within ±{options.equivalence_margin:g}: {oa}); gain 0→k minus gain "
+                f"{near.describe(signed=True)} (vs the equivalence margin ±{options.equivalence_margin:g}: {oa}); "
+                f"gain 0→k minus gain "
                 f"k→full {diminishing.describe(signed=True)}: {ob}")
     return _finding([stats.part(oa), stats.part(ob)], measured, numbers,
                     [_eq(f"dnw-freeze{k} − dnw (±{options.equivalence_margin:g})", near, oa,
@@ -1034,16 +1036,19 @@ def _matrix(claims: list[dict]) -> list[str]:
 
 
 def write(claims: list[dict], md_path: str | os.PathLike, csv_path: str | os.PathLike, *, preset: str = "",
-          tables: Sequence[str] = (), options: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+          tables: Sequence[str] = (), options: Mapping[str, Mapping[str, Any]] | None = None,
+          provenance: str = "") -> None:
     """The verdicts as a table to read at a glance (each with its regime, the paper's setting beside the run's, and
     its robustness to the open choices), the studies side by side, each claim's numbers and what would decide an
     undecided one, and how each claim is tested (markdown); the tidy numbers as CSV (NUMBER_COLUMNS, the verdict,
-    regime and robustness on each row). Both written atomically. `options`: study -> its claim options."""
+    regime and robustness on each row). Both written atomically. `options`: study -> its claim options;
+    `provenance`: a paragraph saying where the results came from (sparsenets.provenance)."""
     counts = ", ".join(f"{MARKS[v]} {sum(c['verdict'] == v for c in claims)} {v}" for v in VERDICTS)
     source = (f"preset `{preset}`" if preset else "this preset") + (
         ", from " + ", ".join(f"`{t}`" for t in tables) if tables else "")
     lines = ["# Claims C1–C7 and C5b of the two papers", "",
              f"Verdicts on {source}: {counts} (one row per study, claim and network).", ""]
+    lines += [provenance, ""] if provenance else []  # commit, data digests (sparsenets.provenance.markdown)
     if options:
         lines += ["Options: " + "; ".join(f"{study}: " + (", ".join(f"{k} = {v}" for k, v in values.items()) or "defaults")
                                           for study, values in options.items()) + ".", ""]

@@ -61,13 +61,13 @@ def cmd_mlflow_init(a: argparse.Namespace) -> None:
 
 def cmd_mlflow_summary(a: argparse.Namespace) -> None:
     from .io import write_json
-    from .tracking import redact, summary_run
+    from .tracking import experiment_ids, redact, summary_run
 
     runs = {}
     for name, *figures in a.study or []:
         runs[name] = summary_run(a.uri, name, figures, a.claims)
         _log(f"summary run {runs[name]} of study {name}: {len(figures)} figure files and {a.claims}")
-    write_json(a.out, {"uri": redact(a.uri, a.uri), "runs": runs})
+    write_json(a.out, {"uri": redact(a.uri, a.uri), "runs": runs, "experiments": experiment_ids(a.uri, list(runs))})
 
 
 def cmd_mask(a: argparse.Namespace) -> None:
@@ -160,7 +160,11 @@ def cmd_claims(a: argparse.Namespace) -> None:
         raise ValueError(f"--options names no --study: {', '.join(unknown)}")
     claims = build(studies)
     given = {s.study: {k: getattr(s.options, k) for k in a.options.get(s.study, {})} for s in studies}
-    write(claims, a.md, a.csv, preset=a.preset, tables=tables, options=given)
+    from . import provenance
+
+    data = {os.path.basename(path).removesuffix(".npz"): path for path in a.data}
+    write(claims, a.md, a.csv, preset=a.preset, tables=tables, options=given,
+          provenance=provenance.markdown(provenance.collect(a.preset, data)))
     for c in claims:
         _log(f"{c['study']} {c['id']} {c['network'] or '(no network)'}: {c['verdict']}")
 
@@ -214,6 +218,13 @@ def cmd_table(a: argparse.Namespace) -> None:
     _log(f"{len(df)} rows -> {a.out}")
 
 
+def cmd_paper_table(a: argparse.Namespace) -> None:
+    from . import paper_tables
+
+    table = paper_tables.write(a.runs, a.csv, a.tex, study=a.study, preset=a.preset)
+    _log(f"{len(table)} cells -> {a.csv}, {a.tex}")
+
+
 def cmd_figure(a: argparse.Namespace) -> None:
     from . import figures
 
@@ -243,7 +254,12 @@ def cmd_plan(a: argparse.Namespace) -> None:
         raise FileNotFoundError(f"config file {a.configfile} not found in {os.getcwd()}: run plan in the repository "
                                 "root (where config.yaml is), or give --configfile PATH")
     torch.set_num_threads(a.threads)
-    print(format_plan(*plan(a.preset, a.configfile, a.calibrate)))
+    preset, plans = plan(a.preset, a.configfile, a.calibrate)
+    print(format_plan(preset, plans))
+    if a.calibrate:
+        from .plan import format_measured
+
+        print(format_measured(a.calibrate, plans, a.cores or os.cpu_count() or 1, a.threads))
 
 
 def cmd_names(a: argparse.Namespace) -> None:
@@ -341,6 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="claim options per study as JSON, e.g. {\"phew\": {\"claim_density_max\": 0.11}}: "
                         "claim_density_max, focus_density, freeze_claim_epoch, equivalence_margin, structural_floor, "
                         "min_trace_gap_decades, trace_floor_decades, sensitivity_ranking, sensitivity_bn")
+    s.add_argument("--data", nargs="*", default=[], help="the data files the runs read (data/{dataset}.npz): their "
+                   "names and sha256 are stated in claims.md, with the commit")
     s.add_argument("--md", required=True, help="the verdicts with their numbers and test definitions (claims.md)")
     s.add_argument("--csv", required=True, help="the tidy numbers behind every verdict (claims.csv)")
 
@@ -353,6 +371,13 @@ def build_parser() -> argparse.ArgumentParser:
                    default="runs", help="the table: one row per run, run and epoch, run and layer, ...")
     s.add_argument("--out", required=True, help="the CSV file to write")
     s.add_argument("files", nargs="+", help="metrics.json (runs, epochs) or structure.json (layers) files")
+
+    s = add("paper-table", cmd_paper_table, "write a study's method x density accuracy table for a paper (CSV, LaTeX)")
+    s.add_argument("--runs", required=True, help="the study's runs table (results/{study}/tables/runs.csv)")
+    s.add_argument("--study", required=True, help="the study, named in the caption and label")
+    s.add_argument("--preset", default="", help="the preset, named in the caption")
+    s.add_argument("--csv", required=True, help="one row per cell: mean, 95-percent t-interval, seeds")
+    s.add_argument("--tex", required=True, help="booktabs tables, one per network (\\usepackage{booktabs})")
 
     s = add("figure", cmd_figure, "draw one paper figure from tidy tables")
     s.add_argument("name", help="the figure: accuracy_vs_density, layer_widths, path_kernel, train_loss, reinit, "
@@ -373,7 +398,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--configfile", default="config.yaml", help="the config file (default: config.yaml)")
     s.add_argument("--threads", type=int, default=1, help="CPU threads per job, for the CPU-hours")
     s.add_argument("--calibrate", metavar="RESULTS", help="a results folder: price epochs as its finished runs "
-                   "measured them, and count the jobs left to run")
+                   "measured them, and count the jobs left to run; with Snakemake's records of that run, price "
+                   "the preset's wall time by the seconds each job took")
+    s.add_argument("--cores", type=int, help="with --calibrate: the cores the run gets (snakemake --cores; "
+                   "default: this machine's)")
     return p
 
 

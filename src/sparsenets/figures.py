@@ -1,22 +1,19 @@
 """The papers' figures: tidy tables in, one figure out (PNG and PDF), one function each.
 
-Paper-ready and alike across studies. Each method has one colour, marker and line style in every figure
-(`STYLES`, keyed by registry name; a method added to a registry needs one entry there, and until it has
-one it gets a spare style chosen from its name, the same in every figure). Every line is the mean over
-seeds; a band of ± 1 std is drawn wherever a point has more than one seed, and nowhere else. A series
-identical to one drawn before it (random-like-dnw on random, phew-reinit on phew at tiny scale) is drawn
-hollow and dashed so both stay visible, and the figure's caption line says so. The caption line, under the
-panels, names the preset, the seeds and what the bands are; it is also the PNG's Description and the PDF's
-Subject. Density axes are alike in both studies: log scale, sparsest on the right, ticked at the densities
-run. PDFs embed TrueType fonts (no Type 3), as publishers ask.
+Paper-ready and alike across studies. Each method has one colour, marker and line style in every figure, its
+family's hue (sparsenets.styles: IMP orange, RigL purple, random-like-IMP a grey tinted orange, ...). Every line
+is the mean over seeds; a band of ± 1 std is drawn wherever a point has more than one seed, and nowhere else. A
+series identical to one drawn before it (random-like-dnw on random, phew-reinit on phew at tiny scale) is drawn
+hollow and dashed so both stay visible, and the caption line says so. The caption line, under the panels, is
+short: preset, seeds, what the bands are; it is also the PNG's Description and the PDF's Subject. Density axes
+are alike in both studies: log scale, sparsest on the right, ticked at the densities run. Layer axes name the
+layers (grouped by stage when there are many). The reinit figure draws claim C4's two comparisons as the claim
+tests them. PDFs embed TrueType fonts (no Type 3), as publishers ask.
 """
 from __future__ import annotations
 
 import os
-import re
 import textwrap
-import zlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
@@ -32,69 +29,15 @@ from matplotlib.ticker import MaxNLocator, NullFormatter  # noqa: E402
 
 from .io import atomic_path  # noqa: E402
 from .labels import label  # noqa: E402
+from .styles import FAMILIES, STYLES, Style, ordered, style  # noqa: E402,F401  (one style per method: styles.py)
 
 FigureFn = Callable[..., plt.Figure]
 FIGURES: dict[str, FigureFn] = {}
 PAPER_RC = {"pdf.fonttype": 42, "ps.fonttype": 42, "svg.fonttype": "none"}  # TrueType, never Type 3
 
 
-@dataclass(frozen=True)
-class Style:
-    """How one method is drawn in every figure."""
-
-    color: str
-    marker: str
-    dashes: tuple[float, ...] = ()  # () solid; a reference (mag) is dashed
-
-
-STYLES: dict[str, Style] = {  # the order is the legend's and the drawing order
-    "random": Style("#4d4d4d", "o"),
-    "random-erk": Style("#a3a3a3", "v"),
-    "magnitude": Style("#8c564b", "s"),
-    "mag": Style("#000000", "x", (5, 2)),  # magnitude pruning after training: the upper reference, dashed
-    "snip": Style("#17becf", "D"),
-    "grasp": Style("#bcbd22", "P"),
-    "synflow": Style("#1f77b4", "^"),
-    "synflow-l2": Style("#9467bd", ">"),
-    "phew": Style("#d62728", "*"),
-    "phew-reinit": Style("#ff9896", "X"),
-    "phew-res": Style("#e377c2", "h"),
-    "imp": Style("#ff7f0e", "p"),
-    "dnw": Style("#2ca02c", "d"),
-    "rigl": Style("#e7ba52", "H"),
-    "random-like-imp": Style("#ffbb78", "8"),
-    "random-like-dnw": Style("#98df8a", "<"),
-    "random-like-rigl": Style("#8c6d31", "1"),
-    "dnw-freeze": Style("#00441b", "o"),  # DNW with its structure frozen after k epochs (any k)
-}
-FAMILIES = {re.compile(r"dnw-freeze\d+"): "dnw-freeze"}  # method names that share one entry
-SPARE_COLORS = ("#393b79", "#637939", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1")
-SPARE_MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*")
 BAND_ALPHA = 0.18
 MAX_DENSITY_LABELS = 6  # more densities than this: every one ticked, some labelled
-
-
-def style(method: str) -> Style:
-    """The method's style, the same in every figure: its entry, its family's, or a spare one picked by a
-    stable hash of its name (so an unlisted method still looks the same everywhere)."""
-    if method in STYLES:
-        return STYLES[method]
-    for pattern, family in FAMILIES.items():
-        if pattern.fullmatch(method):
-            return STYLES[family]
-    h = zlib.crc32(method.encode())
-    return Style(SPARE_COLORS[h % len(SPARE_COLORS)], SPARE_MARKERS[(h // len(SPARE_COLORS)) % len(SPARE_MARKERS)])
-
-
-def ordered(methods: Iterable[str]) -> list[str]:
-    """Methods in STYLES' order (families at their entry), unlisted ones after, by name."""
-    rank = {m: i for i, m in enumerate(STYLES)}
-
-    def key(m: str) -> tuple[int, str]:
-        family = next((f for p, f in FAMILIES.items() if p.fullmatch(m)), m)
-        return rank.get(family, len(rank)), m
-
-    return sorted(set(methods), key=key)
 
 
 def figure(name: str) -> Callable[[FigureFn], FigureFn]:
@@ -323,9 +266,35 @@ def layer_widths(layers: pd.DataFrame, density: float | None = None) -> plt.Figu
     fig = _by_method(layers, "layer_index", "width_ratio", width=6, title=f"{{panel}}, density {target:.4g}",
                      xlabel="prunable layer (input → output)", ylabel="width (fraction of units alive)",
                      ylim=(0, 1.05))
-    for ax in fig.axes:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    key, panels = _facets(layers)
+    for ax, panel in zip(fig.axes, panels):
+        _layer_axis(ax, layers[key == panel])
+    fig.tight_layout()  # the rotated layer names need room
     return fig
+
+
+def _layer_axis(ax: plt.Axes, rows: pd.DataFrame) -> None:
+    """Each prunable layer ticked with its name (".weight" dropped); with many layers, grouped by stage (the
+    name's first part: conv1, layer1, ..., fc), the stages shaded in turn and named along the top."""
+    if "layer" not in rows:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        return
+    names = rows.drop_duplicates("layer_index").sort_values("layer_index")
+    index, full = names["layer_index"].tolist(), [str(n).removesuffix(".weight") for n in names["layer"]]
+    stages = [n.split(".", 1)[0] for n in full]
+    grouped = len(full) > 8 and len(set(stages)) < len(full)
+    ticks = [n.split(".", 1)[1] if grouped and "." in n else n for n in full]
+    ax.set_xticks(index, ticks, rotation=90, fontsize=6 if len(full) > 12 else 7)
+    if not grouped:
+        return
+    for i, stage in enumerate(dict.fromkeys(stages)):
+        at = [x for x, s in zip(index, stages) if s == stage]
+        if i % 2:
+            ax.axvspan(min(at) - 0.5, max(at) + 0.5, color="0.93", zorder=0, linewidth=0)
+        ax.text((min(at) + max(at)) / 2, 1.0, stage, transform=ax.get_xaxis_transform(), ha="center", va="bottom",
+                fontsize=7, color="0.3")
+    ax.set_title(ax.get_title(), pad=12)
+    ax.set_xlabel("prunable layer, by stage (input → output)")
 
 
 @figure("path_kernel")
@@ -353,23 +322,45 @@ def _unfrozen(runs: pd.DataFrame) -> pd.Series:
 
 
 WEIGHTS = {"own weights": (), "fresh weights (reinit)": (4, 2)}
+C4_PANELS = (  # (title, methods) of claim C4's two comparisons, on re-initialised runs only (sparsenets.claims.c4)
+    ("C4 (a): IMP vs random wiring with\nIMP's layer counts, fresh weights", ("imp", "random-like-imp")),
+    ("C4 (b): DNW and RigL vs random,\nfresh weights", ("random", "dnw", "rigl")),
+)
 
 
 @figure("reinit")
 def reinit(runs: pd.DataFrame) -> plt.Figure:
-    """Test accuracy against density per method, each structure trained from its own weights (solid) and
-    from fresh ones (dashed), mean ± std over seeds (Deconstructing Fig. 1)."""
+    """Per network: every method's structure trained with its own weights (solid) and again from fresh ones
+    (dashed), then claim C4's two comparisons as C4 tests them, fresh weights only: (a) IMP against random-like-IMP,
+    (b) DNW and RigL against random; mean ± std over seeds (Deconstructing Fig. 1)."""
     runs = runs[_unfrozen(runs)]
     runs = runs.assign(weights=runs["variant"].map({"original": "own weights", "reinit": "fresh weights (reinit)"}))
-    key, panels = _facets(runs)
-    fig, axes = _panel_grid(len(panels))
-    for ax, panel in zip(axes, panels):
-        rows = runs[key == panel]
-        _methods(ax, rows, "density", "final_test_acc", by="weights", dashes=WEIGHTS)
-        ax.set(title=panel, ylabel="test accuracy")
-        _density_axis(ax, rows["density"].unique())
+    key, networks = _facets(runs)
+    fig, grid = plt.subplots(len(networks), 1 + len(C4_PANELS), figsize=(4.2 * (1 + len(C4_PANELS)),
+                             3.6 * len(networks)), squeeze=False)
+    for row, network in zip(grid, networks):
+        rows = runs[key == network]
+        _methods(row[0], rows, "density", "final_test_acc", by="weights", dashes=WEIGHTS)
+        row[0].set(title=f"{network}\nown (solid) vs fresh weights (dashed)", ylabel="test accuracy")
+        fresh = rows[rows["variant"] == "reinit"]
+        for ax, (title, methods) in zip(row[1:], C4_PANELS):
+            _c4_panel(ax, fresh, methods, title)
+        for ax in row:
+            _density_axis(ax, rows["density"].unique())
     _legend(fig, _method_handles(runs["method"].unique()) + _dash_handles("trained from", WEIGHTS))
     return fig
+
+
+def _c4_panel(ax: plt.Axes, fresh: pd.DataFrame, methods: tuple[str, ...], title: str) -> None:
+    """One of C4's comparisons; a method without re-initialised runs is named in the panel (C4 cannot test it)."""
+    shown = fresh[fresh["method"].isin(methods)]
+    if len(shown):
+        _methods(ax, shown, "density", "final_test_acc", dashes=None)
+    absent = [m for m in methods if m not in set(shown["method"])]
+    if absent:
+        ax.text(0.5, 0.5, "no re-initialised runs of\n" + ", ".join(map(label, absent)) + "\n(C4 cannot test this)",
+                transform=ax.transAxes, ha="center", va="center", fontsize=8, color="0.35")
+    ax.set(title=title, ylabel="test accuracy")
 
 
 BN = {"stale": (), "recalibrated": (4, 2)}

@@ -124,12 +124,11 @@ class Mask(Mapping[str, Tensor]):
 
     @classmethod
     def load(cls, path: str | os.PathLike, model: nn.Module | None = None) -> "Mask":
-        from .readers import damaged, load_torch
+        from .readers import KINDS, damaged, expect, load_torch
 
         path = Path(path)
-        blob = load_torch(path, "mask file")
-        if not (isinstance(blob, dict) and isinstance(blob.get("masks"), dict)):
-            raise damaged(path, "mask file", "a torch file, but not a mask: no 'masks' entry")
+        blob = expect(path, "mask file", load_torch(path, "mask file"), KINDS["mask"][1],
+                      "a torch file, but not a mask: no 'masks' entry", "mask")
         try:
             mask = cls(blob["masks"], blob.get("meta", {}))
         except Exception as e:  # noqa: BLE001 - any malformed mask gets one clear message

@@ -202,6 +202,52 @@ def plan(preset: str | None = None, configfile: str | Path = "config.yaml",
     return preset, plans
 
 
+def recorded_jobs(results_dir: str | Path) -> list[tuple[str, float, float]]:
+    """(rule, start, end) of every job Snakemake finished for a results folder, from its own records
+    (`.snakemake/metadata` in the folder it ran in, the results folder's parent: each output's start and end
+    time; a job with several outputs counted once)."""
+    meta = Path(results_dir).resolve().parent / ".snakemake" / "metadata"
+    jobs = set()
+    for f in meta.rglob("*") if meta.is_dir() else ():
+        try:
+            rec = json.loads(f.read_text()) if f.is_file() else {}
+        except (OSError, ValueError):
+            continue  # a record Snakemake was writing, or foreign: it prices nothing
+        if rec.get("rule") and rec.get("starttime") and rec.get("endtime") and not rec.get("incomplete"):
+            jobs.add((rec["rule"], float(rec["starttime"]), float(rec["endtime"])))
+    return sorted(jobs, key=lambda j: j[1])
+
+
+def format_measured(results_dir: str | Path, plans: list[StudyPlan], cores: int, threads: int) -> str:
+    """The preset's wall time priced by the seconds each finished job took (per rule, Snakemake's records),
+    beside the run's own span (first start to last end): how close `plan` comes on this machine."""
+    jobs = recorded_jobs(results_dir)
+    if not jobs:
+        return (f"no Snakemake records beside {results_dir} (.snakemake/metadata in its parent folder): price a "
+                "preset from a finished `snakemake` run's results folder")
+    per_rule: dict[str, list[float]] = defaultdict(list)
+    for rule, start, end in jobs:
+        per_rule[rule].append(end - start)
+    price = {rule: sum(s) / len(s) for rule, s in per_rule.items()}
+    counts = Counter()
+    for p in plans:
+        counts.update(p.jobs)
+    unpriced = sorted(set(counts) - set(price))
+    core_s = sum(n * price[rule] for rule, n in counts.items() if rule in price)
+    slots = max(1, cores // max(1, threads))
+    span = max(e for _, _, e in jobs) - min(s for _, s, _ in jobs)
+    estimate, ran = core_s / slots, sum(e - s for _, s, e in jobs) / slots
+    lines = ["", f"measured by Snakemake: {len(jobs)} finished jobs, {span / 60:.1f} min from the first start to the "
+                 f"last end; mean seconds per job: " + ", ".join(f"{r} {price[r]:.3g} ({len(per_rule[r])})"
+                                                             for r in sorted(price)),
+             f"priced so, at {slots} job(s) at once (--cores {cores}, --threads {threads}): the jobs that ran "
+             f"{ran / 60:.1f} min (measured {span / 60:.1f} min, {100 * (ran - span) / max(span, 1e-9):+.0f} %); "
+             f"the whole preset {estimate / 60:.1f} min ({core_s / 3600:.2g} job-hours)"]
+    if unpriced:
+        lines.append(f"not priced (no finished job of these rules): {', '.join(unpriced)}")
+    return "\n".join(lines)
+
+
 def format_plan(preset: str, plans: list[StudyPlan]) -> str:
     """A table of jobs and hours per study (and of what is left, when calibrated), then the per-epoch costs."""
     header = f"{'study':<20}" + "".join(f"{k:>14}" for k in KINDS.values()) + f"{'GPU-hours':>13}{'CPU-hours':>13}"

@@ -39,7 +39,7 @@ DENSE = "1"  # the density of the dense run IMP starts from: random at density 1
 RUN_FILES = {"metrics": "metrics.json", "model": "model.pt", "mask": "mask.pt", "structure": "structure.json"}
 TRAINING = ("train", "train_dense", "train_reinit", "train_prune")  # the kinds of job that train a network
 KINDS = ("dataset", "mlflow_init", "mask", "imp_mask", "mask_layer_matched", *TRAINING, "sensitivity", "table",
-         "figure", "claims", "mlflow_summary", "report")  # every kind of job, by the Snakemake rule that runs it
+         "paper_table", "figure", "claims", "mlflow_summary", "report")  # every kind of job, by the rule that runs it
 
 
 def format_density(density: float | str) -> str:
@@ -63,6 +63,8 @@ TEMPLATES = {  # {run} is a Run's name: {dataset}/{model}/{method}/d{density}[/{
     "curve_log": "{logs}/{study}/sensitivity/{run}.log",
     "table": "{results}/{study}/tables/{kind}.csv",
     "table_log": "{logs}/{study}/tables/{kind}.log",
+    "paper_table": "{results}/{study}/tables/{name}.{ext}",  # a table for a paper: .csv and .tex
+    "paper_table_log": "{logs}/{study}/tables/{name}.log",
     "figure": "{results}/{study}/figures/{fig}.{ext}",
     "figure_log": "{logs}/{study}/figures/{fig}.log",
     "claims": "{results}/claims.{ext}",
@@ -495,6 +497,15 @@ class Grid:
                              {"csv": self.paths("table", study=study.name, kind=kind)},
                              self.paths("table_log", study=study.name, kind=kind), {}, study.name))
 
+    def paper_table(self, study: Study, name: str, table: str) -> Job:
+        """A method × density table for a paper (sparsenets.paper_tables), from the study's tidy table `table`."""
+        return self._add(Job("paper_table", f"{study.name}/{name}",
+                             {"table": self.paths("table", study=study.name, kind=table)},
+                             {ext: self.paths("paper_table", study=study.name, name=name, ext=ext)
+                              for ext in ("csv", "tex")},
+                             self.paths("paper_table_log", study=study.name, name=name), {"preset": study.preset},
+                             study.name))
+
     def figure(self, study: Study, fig: str, figure: "Figure") -> Job:
         tables = tuple(self.paths("table", study=study.name, kind=t) for t in figure.tables)
         return self._add(Job("figure", f"{study.name}/{fig}", {"tables": tables},
@@ -509,7 +520,9 @@ class Grid:
         args = " ".join(f"--study {s.name} {s.protocol.name} " + " ".join(f"{t}={p}" for t, p in tables[s.name].items())
                         for s in studies if tables[s.name])
         options = {s.name: s.protocol.claim_options(s) for s in studies if tables[s.name]}
-        return self._add(Job("claims", "", {"tables": tuple(p for t in tables.values() for p in t.values())},
+        data = tuple(dict.fromkeys(self.dataset(d).output for s in studies for d in s.spec["datasets"]))
+        return self._add(Job("claims", "", {"tables": tuple(p for t in tables.values() for p in t.values()),
+                                            "data": data},  # named with their sha256 in claims.md
                              {"md": self.paths("claims", ext="md"), "csv": self.paths("claims", ext="csv")},
                              self.paths("claims_log"), {"studies": args, "options": json.dumps(options)}))
 
@@ -517,6 +530,7 @@ class Grid:
         """One self-contained page for the preset (sparsenets.report): the grid, the claims, every figure with
         its caption. Its context holds what the page and the caption template read."""
         figures = [j for j in self.jobs.values() if j.kind == "figure"]
+        tables = [j for j in self.jobs.values() if j.kind == "paper_table"]
         claims = self.jobs[self.paths("claims", ext="md")].outputs
         data = {d: self.dataset(d).output for s in studies for d in s.spec["datasets"]}
         preset = studies[0].preset if studies else ""
@@ -524,9 +538,13 @@ class Grid:
                   "recipes": {s.spec["recipe"]: dict(s.recipe) for s in studies}}
         context = {"preset": preset, "config": config, "claims": dict(claims), "data": data,
                    "figures": [{"study": j.study, "fig": j.key.split("/", 1)[1], "png": j.outputs["png"],
-                                "tables": list(j.inputs["tables"])} for j in figures]}
+                                "tables": list(j.inputs["tables"])} for j in figures],
+                   "paper_tables": [{"study": j.study, "name": j.key.split("/", 1)[1], **j.outputs} for j in tables],
+                   "summary": self.paths("summary")}  # the MLflow experiments, for links to each claim's runs
         return self._add(Job("report", "", {"figures": tuple(j.outputs["png"] for j in figures),
-                                            "claims": tuple(claims.values()), "data": tuple(data.values())},
+                                            "claims": tuple(claims.values()), "data": tuple(data.values()),
+                                            "tables": tuple(f for j in tables for f in j.outputs.values()),
+                                            "summary": self.paths("summary")},
                              {"html": self.paths("report")}, self.paths("report_log"), {"context": json.dumps(context)}))
 
 
@@ -540,6 +558,8 @@ def expand(config: Mapping[str, Any], preset: str | None = None, topologies: Seq
         protocol = s.protocol
         for kind, files in protocol.tables.items():
             grid.table(s, kind, files(grid, s))
+        for name, table in protocol.paper_tables.items():
+            grid.paper_table(s, name, table)
         for fig, figure in protocol.figures.items():
             grid.figure(s, fig, figure)
     grid.claims(chosen)
@@ -551,7 +571,7 @@ def expand(config: Mapping[str, Any], preset: str | None = None, topologies: Seq
 
 def targets(jobs: Sequence[Job]) -> list[str]:
     """What `snakemake` builds by default: every study's tables and figures, and the claims."""
-    return [f for j in jobs if j.kind in ("table", "figure", "claims", "mlflow_summary", "report")
+    return [f for j in jobs if j.kind in ("table", "paper_table", "figure", "claims", "mlflow_summary", "report")
             for f in j.outputs.values()]
 
 
@@ -571,13 +591,16 @@ class Figure:
 class Protocol:
     """What a study of this kind yields: tables (each from the run files `tables[kind](grid, study)` asks the grid
     for: that is what puts the runs into the grid), figures, and the claims judged on it (claim id -> the table
-    it reads; sparsenets.claims), tested at `claim_options(study)`."""
+    it reads; sparsenets.claims), tested at `claim_options(study)`, and its tables for a paper (name -> the tidy
+    table each summarises; sparsenets.paper_tables)."""
 
     name: str
     tables: Mapping[str, Callable[[Grid, Study], list[str]]]
     figures: Mapping[str, Figure]
     claims: Mapping[str, str]
     claim_options: Callable[[Study], dict]
+    paper_tables: Mapping[str, str] = field(default_factory=dict)  # name -> the tidy table it summarises
+
 
     @property
     def claim_tables(self) -> list[str]:
@@ -626,6 +649,7 @@ PHEW = Protocol(
     claim_options=lambda s: {"claim_density_max": s.spec.get("claim_density_max", 0.11),
                              **{k: s.spec[k] for k in ("structural_floor", "min_trace_gap_decades",
                                                        "trace_floor_decades") if k in s.spec}},
+    paper_tables={"accuracy": "runs"},
 )
 
 DECONSTRUCTING = Protocol(
@@ -645,7 +669,9 @@ DECONSTRUCTING = Protocol(
                              "freeze_claim_epoch": s.spec.get("freeze_claim_epoch", 1),
                              "equivalence_margin": s.spec.get("equivalence_margin", 0.01),
                              **({"structural_floor": s.spec["structural_floor"]} if "structural_floor" in s.spec else {})},
+    paper_tables={"accuracy": "runs"},
 )
 
 PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (PHEW, DECONSTRUCTING)}
 TABLES = tuple(dict.fromkeys(t for p in PROTOCOLS.values() for t in p.tables))  # every table kind
+PAPER_TABLES = tuple(dict.fromkeys(t for p in PROTOCOLS.values() for t in p.paper_tables))  # every paper table

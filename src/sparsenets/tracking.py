@@ -20,6 +20,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
@@ -28,20 +29,17 @@ from urllib.parse import unquote, urlsplit
 from .io import disk_full
 
 URI_ENV = "SPARSENETS_TRACKING_URI"
-COMMIT_ENV = "SPARSENETS_GIT_COMMIT"
+PRESET_ENV = "SPARSENETS_PRESET"  # set by the workflow (workflow/rules/common.smk)
 OUTAGE_ENV = "SPARSENETS_TRACKING_OUTAGE_LIMIT_S"
 DEFAULT_OUTAGE_LIMIT_S = 600.0
 T = TypeVar("T")
 
 
 def git_commit() -> str:
-    if os.environ.get(COMMIT_ENV):
-        return os.environ[COMMIT_ENV]
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+    """The code's commit as `sparsenets.provenance` states it (with `-dirty`, or `unknown`)."""
+    from .provenance import commit
+
+    return commit()
 
 
 class TrackingOutage(RuntimeError):
@@ -124,11 +122,40 @@ def sqlite_file(uri: str) -> Path | None:
     return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
 
-def _artifact_root(uri: str) -> str | None:
-    """Artifacts beside a SQLite store; a server decides its own artifact root."""
+PROXY = "mlflow-artifacts:"  # artifact URIs a server resolves against its --artifacts-destination (README, MLflow)
+
+
+def _artifact_root(uri: str, experiment: str) -> str | None:
+    """A SQLite store's experiments keep their artifacts at `mlflow-artifacts:/{experiment}`, a location
+    relative to the store: `mlartifacts/{experiment}/` beside it, wherever the results folder is copied
+    (`mlflow ui ... --artifacts-destination results/mlartifacts` serves them). A server decides its own."""
     if uri.startswith("sqlite:///"):
-        return (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", experiment):
+            raise ValueError(f"study name {experiment!r} is not a folder name (letters, digits, _ . - only)")
+        return f"{PROXY}/{experiment}"
     return None
+
+
+def artifact_dir(uri: str, artifact_uri: str) -> Path | None:
+    """Where a run's artifacts lie on this machine: a relative (`mlflow-artifacts:`) location of a SQLite
+    store, resolved against the store's folder as it is now; None for any other store or location
+    (a server's, or an absolute `file://` one of a store made before locations were relative)."""
+    if not (uri.startswith("sqlite:///") and artifact_uri.startswith(PROXY)):
+        return None
+    return Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts" / artifact_uri.removeprefix(PROXY).lstrip("/")
+
+
+def log_artifact(client: Any, uri: str, run_id: str, path: str | os.PathLike, artifact_path: str | None = None) -> None:
+    """`path` into the run's artifacts: a relative location of a SQLite store is written straight into its
+    folder (only a server resolves `mlflow-artifacts:`), any other through MLflow."""
+    run_uri = _retry(lambda: client.get_run(run_id)).info.artifact_uri
+    local = artifact_dir(uri, run_uri)
+    if local is None:
+        _retry(lambda: client.log_artifact(run_id, str(path), artifact_path=artifact_path))
+        return
+    from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+
+    LocalArtifactRepository(str(local)).log_artifact(str(path), artifact_path)
 
 
 def init_store(uri: str, experiments: list[str], parents: list[str] | tuple[str, ...] = ()) -> None:
@@ -171,7 +198,7 @@ def experiment_id(client: Any, name: str, uri: str) -> str:
     exp = _retry(lambda: client.get_experiment_by_name(name))
     if exp is None:
         try:
-            exp_id = _retry(lambda: client.create_experiment(name, artifact_location=_artifact_root(uri)))
+            exp_id = _retry(lambda: client.create_experiment(name, artifact_location=_artifact_root(uri, name)))
         except Exception:  # noqa: BLE001 - another job created it first: use that one
             exp = _retry(lambda: client.get_experiment_by_name(name))
             if exp is None:
@@ -218,14 +245,71 @@ ML_VIEW = {"mlflow.experimentKind": "custom_model_development"}  # the UI's "Mac
 NOTE = "mlflow.note.content"  # the description the UI shows on a run's or an experiment's page (markdown)
 PARENT = "mlflow.parentRunId"  # nests a run under another in the UI
 PARENT_KEY = "parent_key"  # on a parent run: study/dataset/model/method
+RUN_COLOR = "mlflow.runColor"  # the colour the UI draws a run in (its colour picker sets this tag)
 SYSTEM_METRICS_INTERVAL_S = 15.0  # one sample of CPU, memory, disk, network (and GPU): about 5 ms (README, MLflow)
+
+
+def run_color(method: str) -> str:
+    """The method's colour in the figures (`styles`), as the UI's run colour: lines and points of one method
+    look alike in MLflow's charts and in the report."""
+    from .styles import style
+
+    return style(method).color
+
+
+def short_method(method: str) -> str:
+    """A method's name in run names, short enough for the UI's name column: `random-like-imp` is `rl-imp`
+    (the tag `method` keeps the full name, for filters)."""
+    return re.sub(r"^random-like-", "rl-", method)
 
 
 def run_name(method: str, density: str, seed: int | str, variant: str = "") -> str:
     """What differs between runs first, so the UI's narrow name column shows it: `phew d0.018 s0`,
-    `imp reinit d0.25 s0`. The dataset and model are the parent's; the job's full path is the tag `job`."""
+    `imp reinit d0.25 s0`, `rl-imp d0.0625 s0`. The dataset and model are the parent's; the job's full
+    path is the tag `job`."""
+    method = short_method(method)
     kind = f"{method} {variant}" if variant and variant != "original" else method
     return f"{kind} d{density} s{seed}"
+
+
+CURVE = "by_density/"  # the parents' chart-ready metrics: their own section of the UI's Chart view (README)
+CURVE_STEP = 1_000_000  # a curve's step is the density in parts per million (0.01801 -> 18010)
+
+
+def density_curves(client: Any, experiment_id: str) -> dict[str, dict[str, int]]:
+    """On each method's parent run, the seed-mean of its runs' `final_test_acc` at each density as one
+    metric history, `by_density/final_test_acc` (`..._reinit` etc. per variant), step = density in ppm: the
+    Chart view then draws accuracy against density, one line per method, with no chart to set up.
+    Returns parent run id -> metric -> number of densities; a rerun logs nothing twice (same step, time 0)."""
+    from mlflow.entities import Metric
+
+    runs = _search_all(client, experiment_id, "attributes.status = 'FINISHED'")
+    points: dict[tuple[str, str, int], list[float]] = {}
+    for r in runs:
+        parent, density = r.data.tags.get(PARENT), r.data.params.get("density")
+        acc = r.data.metrics.get("final_test_acc")
+        if parent and acc is not None and density and "job" in r.data.tags:
+            variant = r.data.tags.get("variant", "original")
+            key = "final_test_acc" if variant in ("", "original") else f"final_test_acc_{variant}"
+            points.setdefault((parent, key, round(float(density) * CURVE_STEP)), []).append(acc)
+    per_parent: dict[str, list[Any]] = {}
+    for (parent, key, step), accs in sorted(points.items()):
+        per_parent.setdefault(parent, []).append(Metric(CURVE + key, sum(accs) / len(accs), 0, step))
+    for parent, metrics in per_parent.items():
+        for i in range(0, len(metrics), 1000):
+            _retry(lambda: client.log_batch(parent, metrics=metrics[i:i + 1000]))
+    return {parent: dict(Counter(m.key for m in metrics)) for parent, metrics in per_parent.items()}
+
+
+def _search_all(client: Any, experiment_id: str, filter_string: str) -> list[Any]:
+    """Every run that matches, across pages (a paper study has thousands)."""
+    runs, token = [], None
+    while True:
+        page = _retry(lambda: client.search_runs([experiment_id], filter_string, max_results=1000, page_token=token))
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
 
 
 def parent_run(client: Any, experiment_id: str, key: str) -> str:
@@ -240,9 +324,12 @@ def parent_run(client: Any, experiment_id: str, key: str) -> str:
         return found[0]
     study, dataset, model, method = key.split("/")
     tags = {PARENT_KEY: key, "study": study, "dataset": dataset, "model": model, "method": method,
+            RUN_COLOR: run_color(method),
             NOTE: f"Method `{method}` on {dataset}/{model} (study {study}): its runs at each density and seed are "
-                  "nested under this one."}
-    run = _retry(lambda: client.create_run(experiment_id, tags=tags, run_name=f"{method} {dataset}/{model}"))
+                  f"nested under this one; `{CURVE}final_test_acc` is their seed-mean final test accuracy against "
+                  "density (step = density in parts per million)."}
+    run = _retry(lambda: client.create_run(experiment_id, tags=tags,
+                                           run_name=f"{short_method(method)} {dataset}/{model}"))
     _retry(lambda: client.set_terminated(run.info.run_id, "FINISHED"))
     winner, *losers = _parents(client, experiment_id, key)
     for loser in losers:
@@ -347,10 +434,24 @@ def reap_stale_runs(client: Any, experiment_ids: list[str]) -> list[str]:
 
 def file_digest(path: str | os.PathLike) -> str:
     """The first 16 hex digits of the file's SHA-256: MLflow's dataset digest (the same file, the same digest)."""
-    import hashlib
+    from .provenance import sha256
 
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()[:16]
+    return sha256(path)[:16]
+
+
+def provenance_tags() -> dict[str, str]:
+    """What every run states about where it came from: the commit (`<sha>`, `<sha>-dirty` or `unknown`), whether
+    the tree was dirty, a warning when the commit does not identify the code, and the preset the workflow ran
+    ($SPARSENETS_PRESET; absent outside the workflow). The data file is the dataset's (`log_dataset`)."""
+    from . import provenance
+
+    sha = provenance.commit()
+    tags = {"git_commit": sha, "git_dirty": str(provenance.is_dirty(sha)).lower(), "mlflow.source.git.commit": sha}
+    if provenance.warning(sha):
+        tags["provenance_warning"] = provenance.warning(sha)
+    if os.environ.get(PRESET_ENV):
+        tags["preset"] = os.environ[PRESET_ENV]
+    return tags
 
 
 class RunTracker:
@@ -388,9 +489,9 @@ class RunTracker:
             return resume_run_id
         for old in self._runs_of_job():
             _retry(lambda: self.client.delete_run(old))
-        commit = git_commit()
-        all_tags = {"job": self.job, OWNER: me, "mlflow.runName": name or self.job, "git_commit": commit,
-                    "mlflow.source.git.commit": commit, NOTE: note, **({PARENT: self.parent_id} if parent else {}),
+        colour = {RUN_COLOR: run_color(str(tags["method"]))} if "method" in tags else {}
+        all_tags = {"job": self.job, OWNER: me, "mlflow.runName": name or self.job, **provenance_tags(), **colour,
+                    NOTE: note, **({PARENT: self.parent_id} if parent else {}),
                     **{k: str(v) for k, v in tags.items()}}
         run = _retry(lambda: self.client.create_run(self.experiment_id, start_time=start_ms, run_name=name or self.job,
                                                     tags=all_tags))
@@ -451,7 +552,12 @@ class RunTracker:
         from mlflow.exceptions import MlflowException
 
         source = json.dumps({"uri": Path(path).resolve().as_uri(), **sizes})
-        ds = Dataset(name=name, digest=file_digest(path), source_type="local", source=source,
+        from .provenance import data_file
+
+        known = data_file(path)  # the data file's name and full digest as tags too: they filter and show as columns
+        _retry(lambda: self.client.set_tag(self.run_id, "data_file", known["file"]))
+        _retry(lambda: self.client.set_tag(self.run_id, "data_sha256", known["sha256"]))
+        ds = Dataset(name=name, digest=known["sha256"][:16], source_type="local", source=source,
                      profile=json.dumps(dict(sizes)))
         inputs = [DatasetInput(ds, [InputTag("mlflow.data.context", "training")])]
         for attempt in range(5):  # jobs logging the same dataset at once race to insert it: the loser tries again
@@ -464,7 +570,7 @@ class RunTracker:
 
     def log_artifacts(self, paths: list[str | os.PathLike]) -> None:
         for p in paths:
-            _retry(lambda: self.client.log_artifact(self.run_id, str(p)))
+            log_artifact(self.client, self.uri, self.run_id, p)
 
     def finish(self, status: str = "FINISHED") -> None:
         """Stop the system metrics (their last window logged), settle the parent, end the run now."""
@@ -546,12 +652,13 @@ def system_metrics(run_id: str, uri: str, device: str = "cpu", resume: bool = Fa
 
 def summary_run(uri: str, study: str, figures: list[str | os.PathLike], claims_md: str | os.PathLike) -> str:
     """The study's `summary` run: its figures and claims.md as artifacts, its rows of the verdict table as
-    the run's description. A rerun replaces it (found again by its `summary` tag; only training runs have a
+    the run's description; first, each method's accuracy-by-density curve onto its parent (`density_curves`). A rerun replaces it (found again by its `summary` tag; only training runs have a
     `job` tag)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
     exp = experiment_id(client, study, uri)
+    density_curves(client, exp)
 
     def runs_of_job() -> list[str]:
         return [r.info.run_id for r in _retry(lambda: client.search_runs([exp], f"tags.summary = '{study}'"))]
@@ -562,16 +669,23 @@ def summary_run(uri: str, study: str, figures: list[str | os.PathLike], claims_m
             if line.startswith(("| Study |", "|---|")) or line.startswith(f"| {study} |")]
     note = (f"The figures of study {study} and the claims judged on it (claims.md in the artifacts holds the numbers "
             "behind each verdict and how each claim is tested).\n\n" + "\n".join(rows))[:7900]
-    commit = git_commit()
-    tags = {"summary": study, "study": study, NOTE: note, "git_commit": commit, "mlflow.source.git.commit": commit}
+    tags = {"summary": study, "study": study, NOTE: note, **provenance_tags()}
     run_id = _retry(lambda: client.create_run(exp, run_name="summary", tags=tags)).info.run_id
     for twin in set(runs_of_job()) - {run_id}:  # created by a retry whose answer was lost
         _retry(lambda: client.delete_run(twin))
     for f in figures:
-        _retry(lambda: client.log_artifact(run_id, str(f), artifact_path="figures"))
-    _retry(lambda: client.log_artifact(run_id, str(claims_md)))
+        log_artifact(client, uri, run_id, f, "figures")
+    log_artifact(client, uri, run_id, claims_md)
     _retry(lambda: client.set_terminated(run_id, "FINISHED"))
     return run_id
+
+
+def experiment_ids(uri: str, names: list[str]) -> dict[str, str]:
+    """Each study's experiment id (the report links each claim to its runs in the UI: #/experiments/{id})."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    return {name: experiment_id(client, name, uri) for name in names}
 
 
 def log_to_job_run(uri: str, experiment: str, job: str, values: Mapping[str, float]) -> str | None:
@@ -663,6 +777,6 @@ class Tracking:
             self._pool.shutdown(wait=not given_up, cancel_futures=given_up)
 
 
-__all__ = ["KILLED_BY", "OWNER", "RunTracker", "Tracking", "TrackingOutage", "git_commit", "init_store",
-           "log_to_job_run", "outage_limit_s", "owner", "owner_alive", "parent_run", "reap_stale_runs", "redact",
-           "run_name", "summary_run", "system_metrics"]
+__all__ = ["KILLED_BY", "OWNER", "RunTracker", "Tracking", "TrackingOutage", "artifact_dir", "density_curves",
+           "git_commit", "init_store", "log_artifact", "log_to_job_run", "outage_limit_s", "owner", "owner_alive",
+           "parent_run", "reap_stale_runs", "redact", "run_name", "short_method", "summary_run", "system_metrics"]

@@ -45,3 +45,26 @@ rule table:
         "tables"
     shell:
         "{PY} -m sparsenets table --kind {wildcards.kind} --out {output} {input} > {log} 2>&1"
+
+
+PAPER_TABLE = PATHS("paper_table", ext="csv")
+
+
+rule paper_table:
+    # A method x density table for a paper (mean and 95 % interval over seeds), as CSV and booktabs LaTeX.
+    input:
+        lookup("paper_table", PAPER_TABLE, "inputs", "table"),
+    output:
+        csv=PAPER_TABLE,
+        tex=PATHS("paper_table", ext="tex"),
+    log:
+        PATHS("paper_table_log"),
+    wildcard_constraints:
+        name="|".join(grid.PAPER_TABLES),
+    group:
+        "tables"
+    params:
+        **params("paper_table", PAPER_TABLE, "preset"),
+    shell:
+        "{PY} -m sparsenets paper-table --study {wildcards.study} --preset {params.preset} --runs {input} "
+        "--csv {output.csv} --tex {output.tex} > {log} 2>&1"

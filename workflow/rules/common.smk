@@ -51,17 +51,18 @@ os.environ["SPARSENETS_TRACKING_URI"] = TRACKING_URI
 os.environ.setdefault(
     "SPARSENETS_TRACKING_OUTAGE_LIMIT_S", str(config.get("tracking", {}).get("outage_limit_s", 600))
 )
-if "SPARSENETS_GIT_COMMIT" not in os.environ:
-    _git = subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=workflow.basedir, capture_output=True, text=True
-    )
-    os.environ["SPARSENETS_GIT_COMMIT"] = _git.stdout.strip() or "unknown"
+if "SPARSENETS_GIT_COMMIT" not in os.environ:  # "<sha>", "<sha>-dirty" or "unknown" (sparsenets.provenance)
+    from sparsenets.provenance import describe_commit
+
+    os.environ["SPARSENETS_GIT_COMMIT"] = describe_commit(workflow.basedir)
+os.environ["SPARSENETS_PRESET"] = PRESET_NAME  # each MLflow run's tag `preset` (sparsenets.tracking)
 
 
 envvars:
     "SPARSENETS_TRACKING_URI",
     "SPARSENETS_TRACKING_OUTAGE_LIMIT_S",
     "SPARSENETS_GIT_COMMIT",
+    "SPARSENETS_PRESET",
 
 
 wildcard_constraints:

@@ -38,6 +38,7 @@ rule claims:
     # Each study's claims (its protocol's: C1-C3 for phew, C4-C7 and C5b for deconstructing), from its tables.
     input:
         lookup("claims", CLAIMS, "inputs", "tables"),
+        data=lookup("claims", CLAIMS, "inputs", "data"),  # named with their sha256 in claims.md
     output:
         md=CLAIMS,
         csv=report(PATHS("claims", ext="csv"), caption="../report/claims.rst", category="Claims"),
@@ -49,7 +50,7 @@ rule claims:
         **params("claims", CLAIMS, "studies", "options"),
     shell:
         "{PY} -m sparsenets claims {params.studies} --preset {config[preset]} --options '{params.options}' "
-        "--md {output.md} --csv {output.csv} > {log} 2>&1"
+        "--data {input.data} --md {output.md} --csv {output.csv} > {log} 2>&1"
 
 
 SUMMARY = PATHS("summary")

@@ -7,7 +7,7 @@ REPORT = PATHS("report")
 
 rule report:
     input:
-        **inputs("report", REPORT, "figures", "claims", "data"),
+        **inputs("report", REPORT, "figures", "claims", "data", "tables", "summary"),
         template=os.path.join(workflow.basedir, "workflow", "report", "figure.rst"),  # the figures' captions
     output:
         html=report(REPORT, caption="../report/report.rst", category="Report"),
