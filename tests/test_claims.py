@@ -616,8 +616,7 @@ def test_vacuous_claim_options_are_rejected_before_any_job(tmp_path):
         study.studies(config, "tiny")
     dec["freeze_epochs"] = [0, 1]
     config["presets"]["tiny"]["studies"]["phew"]["claim_density_max"] = 0.01
-    with pytest.raises(ValueError, match=r"phew\.claim_density_max': 0\.01 is below every density"):
-        study.studies(config, "tiny")
+    study.studies(config, "tiny")  # no density is low: C3 says "not enough runs" (a study of high densities is fine)
     with pytest.raises(ValueError, match="structural_floor"):
         ClaimOptions(structural_floor=0.5)
 

@@ -77,7 +77,9 @@ def test_a_second_snakemake_on_the_same_folder_stops_with_a_clear_message_and_di
     while not train_log.exists() and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
     assert train_log.exists() and first.poll() is None, "the first instance never started its training job"
-    second = snakemake(tmp_path, "--cores", "2", "--config", "preset=tiny", check=False,
+    # as `make run` and the README's recovery run it: without --rerun-incomplete Snakemake may stop earlier, at
+    # the first instance's outputs in progress ("incomplete"), before it looks at the lock
+    second = snakemake(tmp_path, "--cores", "2", "--rerun-incomplete", "--config", "preset=tiny", check=False,
                        env={"SPARSENETS_TRACKING_URI": ""})
     out = second.stdout + second.stderr
     assert second.returncode != 0

@@ -19,8 +19,9 @@ from conftest import REPO, snakemake
 from sparsenets import claims, figures, paper_tables, provenance, study
 from sparsenets import report as one_page
 
-FIGURES = {"phew": ["accuracy_vs_density", "layer_widths", "path_kernel", "train_loss"],
-           "deconstructing": ["reinit", "sensitivity", "indegree", "freezing"]}
+CONFIG = yaml.safe_load((REPO / "config.yaml").read_text())
+# the tiny preset's figures per study (its variant studies included)
+FIGURES = {s.name: list(s.protocol.figures) for s in study.studies(CONFIG, "tiny")}
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +63,6 @@ def test_the_one_page_report_is_linked_from_snakemakes_report(report):
 
 
 # ------------------------------------------------------------------------ results/report.html (sparsenets.report)
-CONFIG = yaml.safe_load((REPO / "config.yaml").read_text())
 TEMPLATE = REPO / "workflow" / "report" / "figure.rst"
 NUMBER = {"quantity": "final test accuracy", "method": "phew", "density": 0.05, "detail": "", "mean": 0.61,
           "ci_low": 0.55, "ci_high": 0.67, "n_seeds": 3, "seeds": "0 1 2"}

@@ -207,15 +207,18 @@ def recorded_jobs(results_dir: str | Path) -> list[tuple[str, float, float]]:
     (`.snakemake/metadata` in the folder it ran in, the results folder's parent: each output's start and end
     time; a job with several outputs counted once)."""
     meta = Path(results_dir).resolve().parent / ".snakemake" / "metadata"
-    jobs = set()
+    jobs: dict[tuple, tuple[str, float, float]] = {}
     for f in meta.rglob("*") if meta.is_dir() else ():
         try:
             rec = json.loads(f.read_text()) if f.is_file() else {}
         except (OSError, ValueError):
             continue  # a record Snakemake was writing, or foreign: it prices nothing
         if rec.get("rule") and rec.get("starttime") and rec.get("endtime") and not rec.get("incomplete"):
-            jobs.add((rec["rule"], float(rec["starttime"]), float(rec["endtime"])))
-    return sorted(jobs, key=lambda j: j[1])
+            # each output's record carries its own mtime as `endtime`: one job is its rule, start and hash
+            key = (rec["rule"], float(rec["starttime"]), rec.get("job_hash"))
+            end = max(float(rec["endtime"]), jobs[key][2] if key in jobs else 0.0)
+            jobs[key] = (rec["rule"], float(rec["starttime"]), end)
+    return sorted(jobs.values(), key=lambda j: j[1])
 
 
 def format_measured(results_dir: str | Path, plans: list[StudyPlan], cores: int, threads: int) -> str:

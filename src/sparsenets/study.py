@@ -304,11 +304,6 @@ def check_claim_options(study: "Study") -> None:
             raise ValueError(f"config key '{key}.freeze_epochs': {list(freeze)} lacks "
                              f"{' and '.join(str(j) for j in sorted({0, k} - set(freeze)))}; claim C7 compares DNW "
                              f"frozen after k = freeze_claim_epoch = {k} epochs with k = 0")
-    if spec.get("protocol") == "phew" and spec.get("densities"):
-        low = float(spec.get("claim_density_max", 0.11))
-        if min(float(d) for d in spec["densities"]) > low * (1 + 1e-9):
-            raise ValueError(f"config key '{key}.claim_density_max': {low:g} is below every density of the study "
-                             f"({', '.join(str(d) for d in spec['densities'])}): claim C3 would have no low density")
 
 
 def only_studies(config: Mapping[str, Any], preset: str, available: Sequence[str]) -> list[str]:
