@@ -68,7 +68,7 @@ def check_runs(uri: str, workdir: Path) -> None:
 def check_hierarchy(client, experiment_id: str, runs: list) -> None:
     """One live parent per method, every job's run nested under its method's, with its dataset as an input
     and mask.pt, structure.json and metrics.json as artifacts (tests/test_mlflow_ui.py: the same on SQLite)."""
-    from sparsenets.tracking import PARENT, PARENT_KEY
+    from sparsenets.tracking import PARENT, PARENT_KEY, artifact_dir
 
     parents = [r for r in client.search_runs([experiment_id]) if PARENT_KEY in r.data.tags]
     by_key = {r.data.tags[PARENT_KEY]: r.info.run_id for r in parents}
@@ -77,7 +77,8 @@ def check_hierarchy(client, experiment_id: str, runs: list) -> None:
         tags = run.data.tags
         assert tags[PARENT] == by_key[f"phew/{tags['dataset']}/{tags['model']}/{tags['method']}"], tags["job"]
         assert [i.dataset.name for i in run.inputs.dataset_inputs] == ["digits"], tags["job"]
-        names = {a.path for a in client.list_artifacts(run.info.run_id)}
+        local = artifact_dir(client.tracking_uri, run.info.artifact_uri)  # a SQLite store's relative location
+        names = {p.name for p in local.iterdir()} if local else {a.path for a in client.list_artifacts(run.info.run_id)}
         assert names == {"mask.pt", "structure.json", "metrics.json"}, tags["job"]
 
 
@@ -107,7 +108,8 @@ def test_slurm_profile_batches_short_jobs_and_gives_gpu_jobs_a_cpu_more(tmp_path
     """A dry run through the profile (no cluster needed): one batch per stage, and each rule's SLURM resources."""
     out = snakemake(tmp_path, "-n", "--profile", str(REPO / "workflow/profiles/slurm"), "--config", "preset=tiny",
                     configfile=True).stdout
-    assert sorted(re.findall(r"Group job (\w+)", out)) == ["curves", "figures", "masks", "tables"]
+    # batches of these stages only (a stage may come in several: with the tiny preset's variant studies, masks in two)
+    assert set(re.findall(r"Group job (\w+)", out)) == {"curves", "figures", "masks", "tables"}
     resources = {rule: res for rule, res in re.findall(r"rule (\w+):\n(?:.*\n)*?\s+resources: (.*)", out)}
     for rule in ("train", "mask", "sensitivity"):  # GPU jobs: threads_per_job (1) + 1 CPUs, a GPU, its slots
         assert {"cpus_per_task=2", "gpu=1", "gpu_slots=1"} <= set(resources[rule].split(", ")), rule

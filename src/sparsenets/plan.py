@@ -214,10 +214,12 @@ def recorded_jobs(results_dir: str | Path) -> list[tuple[str, float, float]]:
         except (OSError, ValueError):
             continue  # a record Snakemake was writing, or foreign: it prices nothing
         if rec.get("rule") and rec.get("starttime") and rec.get("endtime") and not rec.get("incomplete"):
-            # each output's record carries its own mtime as `endtime`: one job is its rule, start and hash
-            key = (rec["rule"], float(rec["starttime"]), rec.get("job_hash"))
-            end = max(float(rec["endtime"]), jobs[key][2] if key in jobs else 0.0)
-            jobs[key] = (rec["rule"], float(rec["starttime"]), end)
+            # one record per output, each with its own start: one job is its rule and hash (its start without a hash)
+            key = (rec["rule"], rec.get("job_hash") or float(rec["starttime"]))
+            start, end = float(rec["starttime"]), float(rec["endtime"])
+            if key in jobs:
+                start, end = min(start, jobs[key][1]), max(end, jobs[key][2])
+            jobs[key] = (rec["rule"], start, end)
     return sorted(jobs.values(), key=lambda j: j[1])
 
 
