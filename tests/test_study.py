@@ -69,14 +69,6 @@ def test_each_output_has_one_job_and_every_input_is_made_by_a_job_of_the_grid():
                                   for f in j.outputs.values()}
 
 
-def test_expand_is_fast():
-    import time
-
-    t0 = time.perf_counter()
-    expand(CONFIG, "paper")
-    assert time.perf_counter() - t0 < 2  # about 0.1 s on a quiet machine
-
-
 # ------------------------------------------------------------------------------------ names and paths
 def test_a_mask_and_its_training_run_are_named_by_what_defines_them():
     jobs = jobs_of()
