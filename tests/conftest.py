@@ -54,10 +54,23 @@ def tiny_run(tmp_path_factory) -> Path:
     return work
 
 
+CLUSTER_FIXTURES = {"slurm_cluster", "tracking_server", "postgres_mlflow_server"}
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Two workers (`make test`): a file's tests stay together (module fixtures run once), and every test
-    that reads the session's tiny pipeline joins one group, so the pipeline runs once, not once per worker."""
+    """Two workers (`make test`): a file's tests stay together (module fixtures run once); every test that
+    reads the session's tiny pipeline joins one group, so the pipeline runs once, not once per worker; and
+    every file that starts the SLURM cluster or the tracking server joins another, since those services keep
+    their state in one fixed folder and a second worker starting them would stop the first one's daemons."""
+    def fixtures(item: pytest.Item) -> set[str]:
+        return set(getattr(item, "fixturenames", ()))
+
+    def module(item: pytest.Item) -> str:
+        return item.nodeid.split("::")[0]
+
+    cluster_modules = {module(item) for item in items if fixtures(item) & CLUSTER_FIXTURES}
     for item in items:
-        group = "tiny_run" if "tiny_run" in getattr(item, "fixturenames", ()) else item.nodeid.split("::")[0]
+        group = ("tiny_run" if "tiny_run" in fixtures(item) else
+                 "cluster" if module(item) in cluster_modules else module(item))
         item.add_marker(pytest.mark.xdist_group(group))

@@ -9,6 +9,7 @@ import multiprocessing
 import os
 import re
 import shutil
+import signal
 import sqlite3
 import subprocess
 import time
@@ -77,10 +78,19 @@ def test_a_second_snakemake_on_the_same_folder_stops_with_a_clear_message_and_di
     while not train_log.exists() and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
     assert train_log.exists() and first.poll() is None, "the first instance never started its training job"
-    # as `make run` and the README's recovery run it: without --rerun-incomplete Snakemake may stop earlier, at
-    # the first instance's outputs in progress ("incomplete"), before it looks at the lock
-    second = snakemake(tmp_path, "--cores", "2", "--rerun-incomplete", "--config", "preset=tiny", check=False,
-                       env={"SPARSENETS_TRACKING_URI": ""})
+    # the first instance is paused while the second builds its DAG (tens of seconds on a loaded machine, longer
+    # than one tiny training job): else it may finish and release its lock first, and the second runs everything
+    frozen = process_tree(first.pid)
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        # as `make run` and the README's recovery run it: without --rerun-incomplete Snakemake may stop earlier,
+        # at the first instance's outputs in progress ("incomplete"), before it looks at the lock
+        second = snakemake(tmp_path, "--cores", "2", "--rerun-incomplete", "--config", "preset=tiny", check=False,
+                           env={"SPARSENETS_TRACKING_URI": ""})
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
     out = second.stdout + second.stderr
     assert second.returncode != 0
     assert "Directory cannot be locked" in out and "no other Snakemake process" in out and "--unlock" in out, out
@@ -93,6 +103,21 @@ def test_a_second_snakemake_on_the_same_folder_stops_with_a_clear_message_and_di
         assert (tmp_path / ONE_RUN / name).read_bytes() == (tiny_run / ONE_RUN / name).read_bytes(), name
     trained = sorted(str(p.parent.relative_to(tmp_path)) for p in (tmp_path / "results").glob("*/runs/**/metrics.json"))
     assert trained == [ONE_RUN]  # the second instance ran nothing
+
+
+def process_tree(root: int) -> list[int]:
+    """`root` and every process below it, from /proc (parents before children)."""
+    parent = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended while we read
+            continue
+        parent[int(stat.parent.name)] = int(fields[1])
+    tree = [root]
+    for pid in tree:
+        tree += [child for child, ppid in parent.items() if ppid == pid]
+    return tree
 
 
 # ------------------------------------------------------------------ a store initialised by many jobs at once

@@ -330,19 +330,20 @@ def parent_run(client: Any, experiment_id: str, key: str) -> str:
                   "density (step = density in parts per million)."}
     run = _retry(lambda: client.create_run(experiment_id, tags=tags,
                                            run_name=f"{short_method(method)} {dataset}/{model}"))
-    _retry(lambda: client.set_terminated(run.info.run_id, "FINISHED"))
+    _unless_deleted(client, run.info.run_id, lambda: client.set_terminated(run.info.run_id, "FINISHED"))
     winner, *losers = _parents(client, experiment_id, key)
     for loser in losers:
-        _delete_if_live(client, loser)
+        _unless_deleted(client, loser, lambda loser=loser: client.delete_run(loser))
     return winner
 
 
-def _delete_if_live(client: Any, run_id: str) -> None:
-    """Delete a run another racing job may be deleting too."""
+def _unless_deleted(client: Any, run_id: str, change: Callable[[], Any]) -> None:
+    """Change a run that a racing job may be deleting meanwhile (it found an older parent): a deleted run
+    needs no change, the lookup after it finds the one that stays."""
     from mlflow.exceptions import MlflowException
 
     try:
-        _retry(lambda: client.delete_run(run_id))
+        _retry(change)
     except MlflowException:
         if client.get_run(run_id).info.lifecycle_stage != "deleted":
             raise
