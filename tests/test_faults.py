@@ -21,7 +21,8 @@ import torch
 
 from conftest import PY, REPO, SNAKEMAKE, TINY_CORES, snakemake
 from sparsenets import io
-from sparsenets.experiments import RunSpec, make_mask, run_training
+from sparsenets.experiments import make_mask, run_training
+from sparsenets.study import Run
 from sparsenets.masks import Mask, atomic_save
 from sparsenets.tracking import init_store
 from sparsenets.train import Recipe
@@ -204,7 +205,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 
 
 RECIPE = {"epochs": 3, "batch_size": 64, "lr": 0.05, "milestones": [2], "augment": False}
-SPEC = RunSpec("faults", "digits", "mlp", "random", 0.2, 0)
+SPEC = Run("digits", "mlp", "random", 0.2, 0, study="faults")
 
 
 def train_args(data: Path, mask: Path, out: Path, uri: str = "") -> list[str]:
@@ -331,7 +332,7 @@ def test_a_damaged_epoch_mask_is_set_aside_and_the_dnw_run_ends_as_an_uninterrup
     before that epoch ended (epoch 2 for the last mask; from scratch for epoch 1's, which no kept checkpoint
     predates), and ends with the metrics and structure (overlaps) of an uninterrupted run."""
     make_mask("mlp", digits_npz, "random", 0.2, 0, tmp_path / "mask.pt")
-    spec = RunSpec("faults", "digits", "mlp", "dnw", 0.2, 0)
+    spec = Run("digits", "mlp", "dnw", 0.2, 0, study="faults")
     recipe = Recipe(epochs=5, batch_size=64, augment=False)
     kw = dict(data_file=digits_npz, mask_file=tmp_path / "mask.pt", device="cpu", topology="dnw")
     run_training(spec, recipe, out_dir=tmp_path / "reference", tracking_uri=None, log=lambda m: None, **kw)

@@ -8,13 +8,14 @@ import pytest
 import torch
 
 from sparsenets import data, experiments
-from sparsenets.experiments import RunSpec, derive_seeds, imp_mask, make_mask, run_training
+from sparsenets.experiments import derive_seeds, imp_mask, make_mask, run_training
+from sparsenets.study import Run
 from sparsenets.masks import Mask, atomic_save, prunable
 from sparsenets.models import build_model
 from sparsenets.pruning import PruneInputs, build_mask
 from sparsenets.train import Recipe, seeded_generator
 
-DENSE = RunSpec("deconstructing", "digits", "convnet", "random", 1.0, 0)
+DENSE = Run("digits", "convnet", "random", 1.0, 0, study="deconstructing")
 # 1,438 training digits in full batches of 256: 5 steps an epoch
 RECIPE = Recipe(epochs=3, batch_size=256, lr=0.05, milestones=(2,), augment=False)
 quiet = dict(log=lambda m: None, device="cpu")
@@ -110,7 +111,7 @@ def test_imp_run_starts_from_the_rewound_weights(digits_npz, dense_mask, tmp_pat
     level1 = imp_mask(tmp_path / "dense", 0.5, tmp_path / "imp.pt")
     frozen = Recipe(epochs=1, batch_size=256, lr=0.0, momentum=0.0, nesterov=False, weight_decay=0.0,
                     augment=False)
-    spec = RunSpec("deconstructing", "digits", "convnet", "imp", 0.5, 0)
+    spec = Run("digits", "convnet", "imp", 0.5, 0, study="deconstructing")
     run_training(spec, frozen, data_file=digits_npz, mask_file=tmp_path / "imp.pt", out_dir=tmp_path / "imp",
                  init_weights=tmp_path / "dense" / "rewind.pt", **quiet)
     rewind = torch.load(tmp_path / "dense" / "rewind.pt", weights_only=True)

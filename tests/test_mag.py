@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from sparsenets import claims
-from sparsenets.experiments import RunSpec, make_mask, run_training
+from sparsenets.experiments import make_mask, run_training
+from sparsenets.study import Run
 from sparsenets.masks import Mask, keep_count, prunable
 from sparsenets.models import build_model
 from sparsenets.optim import SGD
@@ -72,7 +73,7 @@ def chain(digits_npz, tmp_path_factory):
     """Dense run -> pruning run (3 epochs) -> retraining run, as the workflow chains them (sparsenets.study)."""
     out = tmp_path_factory.mktemp("mag")
     make_mask("mlp", digits_npz, "random", 1.0, 0, out / "dense.pt", device="cpu")
-    spec = RunSpec("phew", "digits", "mlp", "random", 1.0, 0)
+    spec = Run("digits", "mlp", "random", 1.0, 0, study="phew")
     run_training(spec, RECIPE, data_file=digits_npz, mask_file=out / "dense.pt", out_dir=out / "dense", **quiet)
     mag = dataclasses.replace(spec, method="mag", density=DENSITY)
     run_training(dataclasses.replace(mag, variant="prune"), PRUNE, data_file=digits_npz,

@@ -18,7 +18,8 @@ import pytest
 import requests
 
 from conftest import REPO
-from sparsenets.experiments import RunSpec, make_mask, run_training
+from sparsenets.experiments import make_mask, run_training
+from sparsenets.study import Run
 from sparsenets.styles import style
 from sparsenets.tracking import CURVE, CURVE_STEP, artifact_dir, init_store, short_method, summary_run
 from sparsenets.train import Recipe
@@ -38,7 +39,7 @@ def made_store(digits_npz: Path, root: Path) -> Path:
             mask = root / f"masks/{method}-{d}.pt"
             mask.parent.mkdir(parents=True, exist_ok=True)
             make_mask("mlp", digits_npz, mask_method, d, 0, mask)
-            run_training(RunSpec("phew", "digits", "mlp", method, d, 0), Recipe(epochs=1, batch_size=64, augment=False),
+            run_training(Run("digits", "mlp", method, d, 0, study="phew"), Recipe(epochs=1, batch_size=64, augment=False),
                          data_file=digits_npz, mask_file=mask, out_dir=root / f"runs/{method}/d{d}", tracking_uri=uri,
                          device="cpu", log=lambda m: None)
     (root / "figure.png").write_bytes(b"\x89PNG not really")

@@ -18,8 +18,8 @@ import yaml
 
 from conftest import REPO
 from sparsenets import data
-from sparsenets.experiments import RunSpec, make_mask, run_training
-from sparsenets.study import TRAINING, expand, format_density
+from sparsenets.experiments import make_mask, run_training
+from sparsenets.study import TRAINING, Run, expand, format_density
 from sparsenets.tracking import (ML_VIEW, NOTE, PARENT, PARENT_KEY, RunTracker, artifact_dir, init_store, parent_run,
                                  run_name, system_metrics)
 from sparsenets.train import Recipe
@@ -132,7 +132,7 @@ def test_a_training_run_reads_well_in_the_ui(digits_npz, store, tmp_path, monkey
     init_store(uri, ["phew"], ["phew/digits/mlp/snip"])
     db = tmp_path / "mlflow.db"
     make_mask("mlp", digits_npz, "snip", 0.2, 0, tmp_path / "mask.pt")
-    spec = RunSpec("phew", "digits", "mlp", "snip", 0.2, 0)
+    spec = Run("digits", "mlp", "snip", 0.2, 0, study="phew")
     result = run_training(spec, Recipe(epochs=2, batch_size=64, augment=False), data_file=digits_npz,
                           mask_file=tmp_path / "mask.pt", out_dir=tmp_path / "run", tracking_uri=uri, device="cpu",
                           log=lambda m: None)
@@ -189,7 +189,7 @@ def test_a_resumed_run_still_covers_every_epoch(digits_npz, store, tmp_path):
 
     uri = copy_of(store, tmp_path)
     make_mask("mlp", digits_npz, "random", 0.2, 0, tmp_path / "mask.pt")
-    spec = RunSpec("phew", "digits", "mlp", "random", 0.2, 0)
+    spec = Run("digits", "mlp", "random", 0.2, 0, study="phew")
     kw = dict(data_file=digits_npz, mask_file=tmp_path / "mask.pt", out_dir=tmp_path / "run", device="cpu",
               tracking_uri=uri)
     recipe = Recipe(epochs=3, batch_size=64, augment=False)
@@ -210,7 +210,7 @@ def test_a_rerun_replaces_its_run_under_the_same_parent(digits_npz, store, tmp_p
     uri = copy_of(store, tmp_path)
     init_store(uri, ["phew"], ["phew/digits/mlp/random"])
     make_mask("mlp", digits_npz, "random", 0.2, 0, tmp_path / "mask.pt")
-    spec = RunSpec("phew", "digits", "mlp", "random", 0.2, 0)
+    spec = Run("digits", "mlp", "random", 0.2, 0, study="phew")
     db, ids = tmp_path / "mlflow.db", []
     for out in ("a", "b"):
         run_training(spec, Recipe(epochs=1, batch_size=64, augment=False), data_file=digits_npz,

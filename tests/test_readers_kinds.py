@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from sparsenets.experiments import RunSpec, make_mask, run_training
+from sparsenets.experiments import make_mask, run_training
+from sparsenets.study import Run
 from sparsenets.masks import Mask
 from sparsenets.readers import DamagedFile, WrongKind, load_torch, nearest, read_json
 from sparsenets.tables import RUN_KEYS, _read
@@ -23,7 +24,7 @@ def run(digits_npz, tmp_path_factory):
     """A finished tiny run's folder, laid out as the workflow lays it out: metrics.json, model.pt, mask.pt, ..."""
     root = tmp_path_factory.mktemp("readers") / "results/phew/runs/digits/mlp/random/d0.2/s0"
     make_mask("mlp", digits_npz, "random", 0.2, 0, root.parent / "mask-in.pt")
-    run_training(RunSpec("phew", "digits", "mlp", "random", 0.2, 0), Recipe(epochs=1, batch_size=64, augment=False),
+    run_training(Run("digits", "mlp", "random", 0.2, 0, study="phew"), Recipe(epochs=1, batch_size=64, augment=False),
                  data_file=digits_npz, mask_file=root.parent / "mask-in.pt", out_dir=root, device="cpu",
                  log=lambda m: None)
     return root

@@ -26,7 +26,8 @@ from torch.func import functional_call
 
 from conftest import PY, REPO
 from sparsenets import pruning
-from sparsenets.experiments import RunSpec, derive_seeds, make_mask, run_training
+from sparsenets.experiments import derive_seeds, make_mask, run_training
+from sparsenets.study import Run
 from sparsenets.masks import Mask, keep_count, prunable
 from sparsenets.models import build_model
 from sparsenets.pruning import PruneInputs, build_mask
@@ -280,7 +281,7 @@ def new_store(migrated_store, tmp_path) -> Callable[[str], str]:
 
 def test_same_seed_same_metrics_one_mlflow_run_and_its_three_seeds_recorded(digits_npz, tmp_path, new_store):
     make_mask("mlp", digits_npz, "random", 0.2, 0, tmp_path / "mask.pt")
-    spec, uri = RunSpec("phew", "digits", "mlp", "random", 0.2, 0), new_store("mlflow.db")
+    spec, uri = Run("digits", "mlp", "random", 0.2, 0, study="phew"), new_store("mlflow.db")
     recipe = Recipe(epochs=2, batch_size=64, augment=False)
     for out in ("a", "b"):
         run_training(spec, recipe, data_file=digits_npz, mask_file=tmp_path / "mask.pt", out_dir=tmp_path / out,
@@ -309,7 +310,7 @@ def die_after_epoch(n: int):
 def test_a_run_resumed_against_another_store_logs_every_epoch(digits_npz, tmp_path, new_store):
     """Killed after epoch 2, then resumed with another tracking URI: the new run gets epochs 1 and 2 too."""
     make_mask("mlp", digits_npz, "random", 0.2, 0, tmp_path / "mask.pt")
-    spec, recipe = RunSpec("phew", "digits", "mlp", "random", 0.2, 0), Recipe(epochs=4, batch_size=64, augment=False)
+    spec, recipe = Run("digits", "mlp", "random", 0.2, 0, study="phew"), Recipe(epochs=4, batch_size=64, augment=False)
     kw = dict(data_file=digits_npz, mask_file=tmp_path / "mask.pt", out_dir=tmp_path / "run", device="cpu")
     with pytest.raises(Killed):
         run_training(spec, recipe, tracking_uri=new_store("old.db"), log=die_after_epoch(2), **kw)
@@ -328,7 +329,7 @@ def test_a_damaged_checkpoint_is_set_aside_and_the_run_ends_as_an_uninterrupted_
     rerun moves each aside, names it in its log and on its MLflow run, goes on from the previous checkpoint
     (epoch 2) or from scratch, and ends with the numbers of an uninterrupted run. No manual step."""
     make_mask("mlp", digits_npz, "random", 0.2, 0, tmp_path / "mask.pt")
-    spec, recipe = RunSpec("phew", "digits", "mlp", "random", 0.2, 0), Recipe(epochs=5, batch_size=64, augment=False)
+    spec, recipe = Run("digits", "mlp", "random", 0.2, 0, study="phew"), Recipe(epochs=5, batch_size=64, augment=False)
     kw = dict(data_file=digits_npz, mask_file=tmp_path / "mask.pt", device="cpu")
     run_training(spec, recipe, out_dir=tmp_path / "reference", tracking_uri=None, log=lambda m: None, **kw)
     uri, run = new_store("mlflow.db"), tmp_path / "run"

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from sparsenets import data, tables
-from sparsenets.experiments import RunSpec, make_mask, run_training
+from sparsenets.experiments import make_mask, run_training
+from sparsenets.study import Run
 from sparsenets.masks import Mask, keep_count, prunable
 from sparsenets.models import build_model
 from sparsenets.sensitivity import (MODES, RANKINGS, _scores, curve, further_masks, recalibrate_bn, run_curve,
@@ -24,7 +25,7 @@ def run(digits_npz, tmp_path_factory):
     """A convnet trained for two epochs under a random mask, with the files a real run writes."""
     out = tmp_path_factory.mktemp("run")
     make_mask("convnet", digits_npz, "random", 0.3, 0, out / "mask_in.pt", device="cpu")
-    run_training(RunSpec("deconstructing", "digits", "convnet", "random", 0.3, 0),
+    run_training(Run("digits", "convnet", "random", 0.3, 0, study="deconstructing"),
                  Recipe(epochs=2, batch_size=64, lr=0.05, milestones=(), augment=False),
                  data_file=digits_npz, mask_file=out / "mask_in.pt", out_dir=out, device="cpu", log=lambda m: None)
     mask = Mask.load(out / "mask.pt")

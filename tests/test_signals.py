@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from sparsenets.experiments import RunSpec, make_mask, run_training
+from sparsenets.experiments import make_mask, run_training
+from sparsenets.study import Run
 from sparsenets.signals import GRACE_S
 from sparsenets.tracking import KILLED_BY, OWNER, Tracking, init_store, owner, owner_alive
 from sparsenets.train import Recipe
@@ -39,7 +40,7 @@ def files(digits_npz, tmp_path_factory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("signals")
     make_mask("mlp", digits_npz, "random", 0.2, 0, out / "mask.pt", device="cpu")
     init_store(f"sqlite:///{out / 'store.db'}", [])
-    run_training(RunSpec("phew", "digits", "mlp", "random", 0.2, 0), Recipe(epochs=1, batch_size=64, augment=False),
+    run_training(Run("digits", "mlp", "random", 0.2, 0, study="phew"), Recipe(epochs=1, batch_size=64, augment=False),
                  data_file=digits_npz, mask_file=out / "mask.pt", out_dir=out / "done", device="cpu", log=lambda m: None)
     return {"data": digits_npz, "mask": out / "mask.pt", "store": out / "store.db", "done": out / "done"}
 
@@ -158,7 +159,7 @@ def test_a_signal_stops_training_after_its_step_marks_the_run_killed_and_the_rer
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert f"after epoch {epoch - 1} and {batch} batches of the next" in rerun.stdout
     reference = tmp_path / "reference"
-    run_training(RunSpec("phew", "digits", "mlp", "random", 0.2, 0), Recipe(**RECIPE), data_file=files["data"],
+    run_training(Run("digits", "mlp", "random", 0.2, 0, study="phew"), Recipe(**RECIPE), data_file=files["data"],
                  mask_file=files["mask"], out_dir=reference, topology=topology, device="cpu", log=lambda m: None)
     resumed, uninterrupted = (json.loads((d / "metrics.json").read_text()) for d in (tmp_path / "run", reference))
     assert without_seconds(resumed) == without_seconds(uninterrupted)

@@ -18,7 +18,8 @@ import pytest
 import torch
 
 from cluster import REPO, SlurmCluster, slurm_cluster  # noqa: F401
-from sparsenets.experiments import RunSpec, make_mask, run_training
+from sparsenets.experiments import make_mask, run_training
+from sparsenets.study import Run
 from sparsenets.tracking import KILLED_BY, init_store
 from sparsenets.train import Recipe
 
@@ -108,7 +109,7 @@ def test_scancel_stops_training_after_its_step_and_the_rerun_ends_as_an_uninterr
     assert rerun.returncode == 0, out[-3000:]
     assert "resuming from run/checkpoint.pt after epoch" in (tmp_path / "train.log").read_text()
     reference = tmp_path / "reference"
-    run_training(RunSpec("phew", "digits", "mlp", "random", 0.2, 0), Recipe(**RECIPE), data_file=digits_npz,
+    run_training(Run("digits", "mlp", "random", 0.2, 0, study="phew"), Recipe(**RECIPE), data_file=digits_npz,
                  mask_file=tmp_path / "mask.pt", out_dir=reference, device="cpu", log=lambda m: None)
     resumed, uninterrupted = (json.loads((d / "metrics.json").read_text()) for d in (tmp_path / "run", reference))
     for metrics in (resumed, uninterrupted):

@@ -78,7 +78,9 @@ def test_a_mask_and_its_training_run_are_named_by_what_defines_them():
     assert mask.log == "results/logs/phew/masks/digits/mlp/synflow/d0.05/s0.log"
     assert mask.params == {"options": '{"iterations": 20}', "device": "auto"}
     run = jobs["train phew/digits/mlp/synflow/d0.05/s0"]
-    assert run.run == Run("digits", "mlp", "synflow", "0.05", 0) and run.run.name == "digits/mlp/synflow/d0.05/s0"
+    assert run.run == Run("digits", "mlp", "synflow", "0.05", 0, study="phew") and run.run.name == "digits/mlp/synflow/d0.05/s0"
+    assert run.run.parent == "phew/digits/mlp/synflow" and Run.parse(run.run.name, "phew") == run.run
+    assert Run.from_path(f"{run.dir}/metrics.json") == run.run == Run.from_path(mask.output)
     assert run.dir == "results/phew/runs/digits/mlp/synflow/d0.05/s0"
     assert run.outputs == {k: f"{run.dir}/{f}" for k, f in study.RUN_FILES.items()}
     assert run.inputs == {"data": "data/digits.npz", "mask": mask.output, "init": (),

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from sparsenets import data
-from sparsenets.experiments import RunSpec, derive_seeds, run_training
+from sparsenets.experiments import derive_seeds, run_training
+from sparsenets.study import Run
 from sparsenets.masks import Mask, prunable
 from sparsenets.models import build_model
 from sparsenets.pruning import PruneInputs, build_mask
@@ -90,7 +91,7 @@ def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(digits_npz, tmp_pa
 
 
 def test_run_training_writes_declared_files(digits_npz, tmp_path):
-    spec = RunSpec("phew", "digits", "mlp", "random", 0.2, 0)
+    spec = Run("digits", "mlp", "random", 0.2, 0, study="phew")
     ds = data.load(digits_npz)
     seeds = derive_seeds(0)
     model = build_model("mlp", ds.num_classes, ds.input_shape, seed=seeds["weight_seed"])
@@ -125,7 +126,7 @@ def test_recipe_rejects_unknown_keys():
 
 def test_a_tracking_store_that_fails_fails_the_run_and_writes_no_metrics(digits_npz, tmp_path):
     """MLflow runs on a worker thread: its failure must still stop the job, not vanish with the thread."""
-    spec = RunSpec("phew", "digits", "mlp", "random", 0.2, 0)
+    spec = Run("digits", "mlp", "random", 0.2, 0, study="phew")
     ds = data.load(digits_npz)
     model = build_model("mlp", ds.num_classes, ds.input_shape, seed=derive_seeds(0)["weight_seed"])
     build_mask("random", model, 0.2, PruneInputs(seeded_generator(0), 10, ds.input_shape)).save(tmp_path / "m.pt")
@@ -152,7 +153,7 @@ def test_eval_subset_tests_early_epochs_on_a_fixed_subset_and_the_last_on_everyt
     recipe = Recipe(epochs=3, batch_size=64, augment=False, eval_subset=100)
     runs = []
     for name in ("a", "b"):
-        run_training(RunSpec("phew", "digits", "mlp", "random", 0.2, 0), recipe, data_file=digits_npz,
+        run_training(Run("digits", "mlp", "random", 0.2, 0, study="phew"), recipe, data_file=digits_npz,
                      mask_file=_mask_file(digits_npz, tmp_path, "mlp", 0.2), out_dir=tmp_path / name,
                      log=lambda m: None)
         runs.append(json.loads((tmp_path / name / "metrics.json").read_text()))
@@ -167,7 +168,7 @@ def test_eval_subset_tests_early_epochs_on_a_fixed_subset_and_the_last_on_everyt
 def test_dnw_records_its_structure_at_init_as_epoch_zero(digits_npz, tmp_path):
     """Claim C6 needs the structure before the first step: DNW's per-layer top-k of the initial |w|."""
     out = tmp_path / "run"
-    run_training(RunSpec("deconstructing", "digits", "convnet", "dnw", 0.2, 0),
+    run_training(Run("digits", "convnet", "dnw", 0.2, 0, study="deconstructing"),
                  Recipe(epochs=2, batch_size=64, augment=False), data_file=digits_npz,
                  mask_file=_mask_file(digits_npz, tmp_path, "convnet", 0.2), out_dir=out, topology="dnw",
                  log=lambda m: None)

@@ -1,5 +1,5 @@
-"""What defines a run, and the jobs composed from the parts: build a mask, train a run, and write the
-files the DAG declares.
+"""The jobs composed from the parts: build a mask, train a run (a `study.Run`), and write the files the DAG
+declares.
 
 Nothing here knows about Snakemake; MLflow is reached through `tracking.Tracking`, on a worker thread.
 """
@@ -9,8 +9,8 @@ import contextlib
 import json
 import os
 import time
-from concurrent.futures import wait
-from dataclasses import dataclass
+from concurrent.futures import Future, wait
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,35 +25,13 @@ from .models import build_model
 from .pruning import PruneInputs, build_mask, get_method
 from .readers import load_torch
 from .structure import StructureRecorder, layer_table, summary
-from .study import format_density
+from .study import Run
 from .signals import TRACKING_WAIT_S, Terminated, stop_requested
 from .tracking import KILLED_BY, Tracking, run_name
 from .train import (NumericalError, Recipe, Result, previous_checkpoint, read_checkpoint, remove_checkpoints,
                     seeded_generator, train)
 
 Log = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """What defines a training run; its `name` is also its folder under results/{study}/runs/."""
-
-    study: str
-    dataset: str
-    model: str
-    method: str
-    density: float
-    seed: int
-    variant: str = ""  # "" for the run itself, "reinit" for its structure retrained from fresh weights
-
-    @property
-    def name(self) -> str:
-        base = f"{self.dataset}/{self.model}/{self.method}/d{format_density(self.density)}"
-        return f"{base}/{self.variant}/s{self.seed}" if self.variant else f"{base}/s{self.seed}"
-
-    def tags(self) -> dict[str, Any]:
-        return {"study": self.study, "dataset": self.dataset, "model": self.model, "method": self.method,
-                "density": format_density(self.density), "seed": self.seed, "variant": self.variant or "original"}
 
 
 def derive_seeds(seed: int) -> dict[str, int]:
@@ -120,7 +98,7 @@ def imp_mask(run_dir: str | os.PathLike, rate: float, out: str | os.PathLike) ->
     return new
 
 
-def run_training(spec: RunSpec, recipe: Recipe, *, data_file: str | os.PathLike, mask_file: str | os.PathLike,
+def run_training(run: Run, recipe: Recipe, *, data_file: str | os.PathLike, mask_file: str | os.PathLike,
                  out_dir: str | os.PathLike, topology: str = "static", topology_options: dict[str, Any] | None = None,
                  init_weights: str | os.PathLike | None = None, rewind_step: int | None = None,
                  tracking_uri: str | None = None, device: str = "auto", log: Log = print) -> Result:
@@ -129,46 +107,105 @@ def run_training(spec: RunSpec, recipe: Recipe, *, data_file: str | os.PathLike,
     `init_weights` replaces the seeded initial weights (IMP rewinding); with `rewind_step` the run also
     writes rewind.pt, its weights after that many optimizer steps, for IMP's levels to restart from.
     """
+    job = _prepare(run, recipe, data_file, mask_file, out_dir, topology, topology_options, init_weights,
+                   rewind_step, device)
+    track = Tracking(tracking_uri, run.study, run.name)
+    started = _start_tracking(job, track, log)
+    recorder = _recorder(job, track, log)
+    result = _train_tracked(job, track, started, recorder, log)
+    _finish(job, track, result, recorder)
+    return result
+
+
+@dataclass
+class _Job:
+    """One training job, set up: what it trains, on what, and where its files go."""
+
+    run: Run
+    recipe: Recipe
+    out: Path
+    data_file: str | os.PathLike
+    mask_file: str | os.PathLike
+    topology: str
+    topology_options: dict[str, Any] | None
+    init_weights: str | os.PathLike | None
+    rewind_step: int | None
+    dev: torch.device
+    ds: data.Dataset
+    seeds: dict[str, int]
+    mask: Mask
+    model: torch.nn.Module
+    loaders: tuple[Any, Any, Any]  # training, test, and the test batches of epochs before the last (or None)
+    params: dict[str, Any]  # its MLflow params
+    key: str  # what defines it: a checkpoint with another key is another run's
+    init_structure: dict[str, Any]  # the network as training starts (PHEW's measures)
+    extra: dict[str, Any] = field(default_factory=dict)  # saved with every checkpoint: a resumed job keeps all of it
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.out / "checkpoint.pt"
+
+
+def _prepare(run: Run, recipe: Recipe, data_file: str | os.PathLike, mask_file: str | os.PathLike,
+             out_dir: str | os.PathLike, topology: str, topology_options: dict[str, Any] | None,
+             init_weights: str | os.PathLike | None, rewind_step: int | None, device: str) -> _Job:
+    """The device, the data, the seeded model under its mask, the loaders and the run's params, checked."""
     dev = claim_device(device)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ds = data.load(data_file)
     data.check_subsets(ds, recipe.train_subset, recipe.eval_subset, f"dataset file {data_file}")
-    seeds = derive_seeds(spec.seed)
+    seeds = derive_seeds(run.seed)
     mask = Mask.load(mask_file)
-    model, fresh = _initial_model(spec, ds, mask, seeds, mask_file, init_weights)
+    model, fresh = _initial_model(run, ds, mask, seeds, mask_file, init_weights)
     model.to(dev)
-    train_loader, test_loader, epoch_test_loader = _loaders(ds, recipe, seeds["data_seed"], dev)
-    total_steps = recipe.epochs * len(train_loader)
+    loaders = _loaders(ds, recipe, seeds["data_seed"], dev)
+    total_steps = recipe.epochs * len(loaders[0])
     if rewind_step is not None and not 0 <= rewind_step <= total_steps:
         raise ValueError(f"rewind step {rewind_step} is outside this run's {total_steps} optimizer steps "
-                         f"({recipe.epochs} epochs of {len(train_loader)})")
-
-    params = {**recipe.to_dict(), **seeds, "seed": spec.seed, "topology": topology,
+                         f"({recipe.epochs} epochs of {len(loaders[0])})")
+    params = {**recipe.to_dict(), **seeds, "seed": run.seed, "topology": topology,
               **{f"topology.{k}": v for k, v in (topology_options or {}).items()},
-              "density": format_density(spec.density), "mask_file": str(mask_file), "fresh_weights": fresh,
+              "density": run.density, "mask_file": str(mask_file), "fresh_weights": fresh,
               "init_weights": str(init_weights or ""), "rewind_step": "" if rewind_step is None else rewind_step,
               "device": dev.type, "torch": torch.__version__}
-    key = json.dumps({"spec": spec.name, "params": {k: str(v) for k, v in params.items() if k != "device"}},
+    key = json.dumps({"spec": run.name, "params": {k: str(v) for k, v in params.items() if k != "device"}},
                      sort_keys=True)
-    init_structure = summary(model, mask, ds.input_shape)  # the network as training starts (PHEW's measures)
-    extra: dict[str, Any] = {}  # saved with every checkpoint: a resumed job keeps all of it
-    checkpoint = out / "checkpoint.pt"
-    track = Tracking(tracking_uri, spec.study, spec.name)
-    # a resumed job continues its own MLflow run: the checkpoint knows its id
-    resume_id, damaged = _checkpoint_run_id(checkpoint, key, log)
-    started = track("start", {k: v for k, v in spec.tags().items() if k != "density"}, params,
-                    resume_run_id=resume_id, **_run_page(spec, recipe, topology, dev))
+    return _Job(run, recipe, out, data_file, mask_file, topology, topology_options, init_weights, rewind_step, dev,
+                ds, seeds, mask, model, loaders, params, key, summary(model, mask, ds.input_shape))
+
+
+def _start_tracking(job: _Job, track: Tracking, log: Log) -> Future | None:
+    """Start the run's MLflow run (a resumed job continues its own: the checkpoint knows its id), tagged with a
+    checkpoint found damaged; log its dataset. Returns the start's future (its run id)."""
+    resume_id, damaged = _checkpoint_run_id(job.checkpoint, job.key, log)
+    started = track("start", {k: v for k, v in job.run.tags().items() if k != "density"}, job.params,
+                    resume_run_id=resume_id, **_run_page(job))
     if damaged:  # set aside by read_checkpoint; the run goes on from the previous checkpoint or from scratch
         track("set_tags", {"damaged_checkpoint": ", ".join(str(f) for f in damaged)})
-    track("log_dataset", data_file, Path(data_file).stem, _split_sizes(ds))
-    recorder = StructureRecorder(out / "epoch_masks", extra) if topology != "static" else None
-    if recorder is not None:  # a damaged epoch mask is set aside, and the run goes on from before its epoch
-        first, aside = recorder.set_aside_damaged(log)
-        if first is not None:
-            _drop_checkpoints_after(checkpoint, first, log)
-        if aside:
-            track("set_tags", {"damaged_epoch_mask": ", ".join(str(f) for f in aside)})
+    track("log_dataset", job.data_file, Path(job.data_file).stem, _split_sizes(job.ds))
+    return started
+
+
+def _recorder(job: _Job, track: Tracking, log: Log) -> StructureRecorder | None:
+    """A moving structure's per-epoch masks (None for a static one); a damaged epoch mask is set aside, and the
+    run goes on from before its epoch."""
+    if job.topology == "static":
+        return None
+    recorder = StructureRecorder(job.out / "epoch_masks", job.extra)
+    first, aside = recorder.set_aside_damaged(log)
+    if first is not None:
+        _drop_checkpoints_after(job.checkpoint, first, log)
+    if aside:
+        track("set_tags", {"damaged_epoch_mask": ", ".join(str(f) for f in aside)})
+    return recorder
+
+
+def _callbacks(job: _Job, track: Tracking, started: Future | None,
+               recorder: StructureRecorder | None) -> dict[str, Callable[..., None] | None]:
+    """What the loop calls: each epoch's record (structure, MLflow, the run id into the checkpoint), the
+    structure before the first step, and the weights at the rewind step."""
+    extra = job.extra
 
     def on_epoch(row: dict[str, Any], topo: Any) -> None:
         if recorder is not None:
@@ -184,27 +221,30 @@ def run_training(spec: RunSpec, recipe: Recipe, *, data_file: str | os.PathLike,
             recorder.record(0, topo.mask)
 
     def on_step(steps: int, net: torch.nn.Module) -> None:
-        if steps == rewind_step:
+        if steps == job.rewind_step:
             extra["rewind"] = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
 
+    return {"on_epoch": on_epoch, "on_start": on_start, "on_step": on_step if job.rewind_step is not None else None}
+
+
+def _train_tracked(job: _Job, track: Tracking, started: Future | None, recorder: StructureRecorder | None,
+                   log: Log) -> Result:
+    """Train; a diverged run becomes a recorded result, a signal or an error closes its MLflow run first."""
+    train_loader, test_loader, epoch_test_loader = job.loaders
     try:
-        result = train(model, mask, recipe, train_loader, test_loader, generator=seeded_generator(seeds["mask_seed"]),
-                       topology=topology, topology_options=topology_options, checkpoint=checkpoint,
-                       checkpoint_key=key, extra_state=extra, on_epoch=on_epoch, on_start=on_start,
-                       on_step=on_step if rewind_step is not None else None, epoch_test_loader=epoch_test_loader,
-                       log=log)
+        result = train(job.model, job.mask, job.recipe, train_loader, test_loader,
+                       generator=seeded_generator(job.seeds["mask_seed"]), topology=job.topology,
+                       topology_options=job.topology_options, checkpoint=job.checkpoint, checkpoint_key=job.key,
+                       extra_state=job.extra, epoch_test_loader=epoch_test_loader, log=log,
+                       **_callbacks(job, track, started, recorder))
         if started is not None:  # a store that could not start the run fails the job, not only its thread
             started.result()
     except NumericalError as e:
-        if rewind_step is not None and "rewind" not in extra:  # IMP's levels would have nothing to restart from
+        if job.rewind_step is not None and "rewind" not in job.extra:  # IMP's levels would have nothing to restart from
             with contextlib.suppress(Exception):
                 track.close("FAILED")
             raise
-        # an unnormalised net may diverge at the recipe's lr: a recorded result (diverged, MLflow FAILED),
-        # so that the study's other runs, tables and figures go on without it
-        log(f"diverged: {e}; the run is recorded as diverged and its MLflow run marked FAILED")
-        model, _ = _initial_model(spec, ds, mask, seeds, mask_file, init_weights)
-        result = Result(history=_last_good(checkpoint, key, model), mask=mask, diverged=str(e))
+        return _diverged(job, e, log)
     except Terminated as e:  # SIGTERM or SIGINT: checkpointed at the step it came after
         _killed(track, e, log)
         raise
@@ -214,30 +254,44 @@ def run_training(spec: RunSpec, recipe: Recipe, *, data_file: str | os.PathLike,
         raise
     for row in result.history[: result.resumed_from]:
         track("log_epoch", row, step=row["epoch"])  # epochs a killed job had not logged yet
+    return result
 
-    if rewind_step is not None:
-        atomic_save(extra.pop("rewind"), out / "rewind.pt")
-    metrics = _write_outputs(out, model, result, {**mask.meta, "topology": topology}, recorder, init_structure,
-                             ds.input_shape)
-    metrics.update(spec=spec.tags(), epochs=recipe.epochs, seeds=seeds, topology=topology,
-                   topology_options=topology_options or {}, init_weights=str(init_weights or ""),
-                   rewind_step=rewind_step, diverged=bool(result.diverged),
+
+def _diverged(job: _Job, error: NumericalError, log: Log) -> Result:
+    """An unnormalised net may diverge at the recipe's lr: a recorded result (diverged, MLflow FAILED), so that
+    the study's other runs, tables and figures go on without it; the model gets its last good weights."""
+    log(f"diverged: {error}; the run is recorded as diverged and its MLflow run marked FAILED")
+    job.model, _ = _initial_model(job.run, job.ds, job.mask, job.seeds, job.mask_file, job.init_weights)
+    return Result(history=_last_good(job.checkpoint, job.key, job.model), mask=job.mask, diverged=str(error))
+
+
+def _finish(job: _Job, track: Tracking, result: Result, recorder: StructureRecorder | None) -> None:
+    """Write the run's files and metrics.json, log its summary and artifacts, close its MLflow run, and drop
+    what only a resumed job needed."""
+    if job.rewind_step is not None:
+        atomic_save(job.extra.pop("rewind"), job.out / "rewind.pt")
+    metrics = _write_outputs(job.out, job.model, result, {**job.mask.meta, "topology": job.topology}, recorder,
+                             job.init_structure, job.ds.input_shape)
+    train_loader = job.loaders[0]
+    metrics.update(spec=job.run.tags(), epochs=job.recipe.epochs, seeds=job.seeds, topology=job.topology,
+                   topology_options=job.topology_options or {}, init_weights=str(job.init_weights or ""),
+                   rewind_step=job.rewind_step, diverged=bool(result.diverged),
                    # the run's regime, which the claims check (sparsenets.claims): its final accuracy is measured on
                    # test_size images; an epoch is steps_per_epoch optimizer steps over train_images images
-                   test_size=len(ds.y_test), train_images=len(train_loader.y), steps_per_epoch=len(train_loader),
-                   device=device_kind(dev))  # what its seconds were measured on (plan --calibrate)
+                   test_size=len(job.ds.y_test), train_images=len(train_loader.y),
+                   steps_per_epoch=len(train_loader),
+                   device=device_kind(job.dev))  # what its seconds were measured on (plan --calibrate)
     if result.diverged:  # no accuracy to report: tables and claims count it as not measured
         metrics.update(final_test_acc=None, best_test_acc=None, final_train_loss=None, final_test_loss=None,
                        error=result.diverged)
-    write_json(out / "metrics.json", metrics)
+    write_json(job.out / "metrics.json", metrics)
     # a diverged run has no accuracy (None: left out), but its structure and density
-    track("log_summary", _final_metrics(metrics, init_structure, _read_structure(out)))
-    track("log_artifacts", [out / "metrics.json", out / "structure.json", out / "mask.pt"])
+    track("log_summary", _final_metrics(metrics, job.init_structure, _read_structure(job.out)))
+    track("log_artifacts", [job.out / "metrics.json", job.out / "structure.json", job.out / "mask.pt"])
     track.close("FAILED" if result.diverged else "FINISHED")
-    remove_checkpoints(checkpoint)
+    remove_checkpoints(job.checkpoint)
     if recorder is not None:
         recorder.discard()  # only now: until the checkpoint is gone, a resumed job reads every epoch's mask
-    return result
 
 
 def _killed(track: Tracking, stopped: Terminated, log: Log) -> None:
@@ -256,18 +310,18 @@ def _killed(track: Tracking, stopped: Terminated, log: Log) -> None:
         "(its owner is dead)")
 
 
-def _run_page(spec: RunSpec, recipe: Recipe, topology: str, dev: torch.device) -> dict[str, Any]:
+def _run_page(job: _Job) -> dict[str, Any]:
     """How the run shows in MLflow: its short name, its parent (the method on this dataset and model), a
     description, its start (now: MLflow's worker may get there after the first epochs) and its device."""
-    what = f"`{spec.method}`" + (f" ({topology} topology)" if topology != "static" else "")
-    if spec.variant == "reinit":
-        what = f"the final structure of `{spec.method}` retrained from fresh weights (reinit)"
-    note = (f"{what} at density {format_density(spec.density)}, seed {spec.seed}: {spec.model} on {spec.dataset}, "
-            f"{recipe.epochs} epochs (study {spec.study}). Files: results/{spec.study}/runs/{spec.name}/ "
+    run = job.run
+    what = f"`{run.method}`" + (f" ({job.topology} topology)" if job.topology != "static" else "")
+    if run.variant == "reinit":
+        what = f"the final structure of `{run.method}` retrained from fresh weights (reinit)"
+    note = (f"{what} at density {run.density}, seed {run.seed}: {run.model} on {run.dataset}, "
+            f"{job.recipe.epochs} epochs (study {run.study}). Files: {job.out}/ "
             "(mask.pt, structure.json and metrics.json are also this run's artifacts).")
-    return {"name": run_name(spec.method, format_density(spec.density), spec.seed, spec.variant), "note": note,
-            "parent": f"{spec.study}/{spec.dataset}/{spec.model}/{spec.method}",
-            "start_ms": int(time.time() * 1000), "device": str(dev)}
+    return {"name": run_name(run.method, run.density, run.seed, run.variant), "note": note, "parent": run.parent,
+            "start_ms": int(time.time() * 1000), "device": str(job.dev)}
 
 
 def _split_sizes(ds: data.Dataset) -> dict[str, int]:
@@ -291,21 +345,21 @@ def _final_metrics(metrics: dict[str, Any], init: dict[str, Any], final: dict[st
     return out
 
 
-def _initial_model(spec: RunSpec, ds: data.Dataset, mask: Mask, seeds: dict[str, int], mask_file: Any,
+def _initial_model(run: Run, ds: data.Dataset, mask: Mask, seeds: dict[str, int], mask_file: Any,
                    init_weights: str | os.PathLike | None) -> tuple[torch.nn.Module, bool]:
     """The weights a run starts from: seeded (fresh ones for reinit), or loaded from `init_weights`."""
-    fresh = spec.variant == "reinit" or bool(mask.meta.get("fresh_weights"))
-    model = build_model(spec.model, ds.num_classes, ds.input_shape,
+    fresh = run.variant == "reinit" or bool(mask.meta.get("fresh_weights"))
+    model = build_model(run.model, ds.num_classes, ds.input_shape,
                         seed=seeds["reinit_seed"] if fresh else seeds["weight_seed"])
-    mask.check_model(model, source=f"mask file {mask_file}", target=spec.model)
+    mask.check_model(model, source=f"mask file {mask_file}", target=run.model)
     if init_weights:
         if fresh:
-            raise ValueError(f"run {spec.name} starts from fresh weights; it cannot also load {init_weights}")
+            raise ValueError(f"run {run.name} starts from fresh weights; it cannot also load {init_weights}")
         state = load_torch(init_weights, "initial weights")
         try:
             model.load_state_dict(state)
         except RuntimeError as e:
-            raise ValueError(f"initial weights {init_weights} do not fit {spec.model}: {e}") from None
+            raise ValueError(f"initial weights {init_weights} do not fit {run.model}: {e}") from None
     return model, fresh
 
 

@@ -166,17 +166,18 @@ def slice_worker(method: str, data: str, work: str, device: str, epochs: str, co
     """One paper run: its mask, then the cifar-160 recipe (or its first `epochs`), untracked; its final accuracy."""
     import yaml
 
-    from .experiments import RunSpec, make_mask, run_training
+    from .experiments import make_mask, run_training
+    from .study import Run
     from .train import Recipe
 
     config = yaml.safe_load(Path(configfile).read_text())
     recipe = dict(config["recipes"]["cifar-160"])
     if int(epochs):
         recipe["epochs"] = int(epochs)
-    spec = RunSpec("gpu-check", "cifar10", "resnet20", method, SLICE_DENSITY, 0)
+    run = Run("cifar10", "resnet20", method, SLICE_DENSITY, 0, study="gpu-check")
     mask = Path(work) / f"{method}.pt"
     make_mask("resnet20", data, method, SLICE_DENSITY, 0, mask, device=device)
-    result = run_training(spec, Recipe.from_dict(recipe), data_file=data, mask_file=mask,
+    result = run_training(run, Recipe.from_dict(recipe), data_file=data, mask_file=mask,
                           out_dir=Path(work) / method, device=device, log=lambda _: None)
     return result.final["test_acc"]
 

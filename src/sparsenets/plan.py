@@ -160,13 +160,14 @@ def calibrate(results_dir: str | Path) -> Measured:
         raise FileNotFoundError(f"--calibrate {root}: no such folder; give the results folder of a run "
                                 "(results_dir in config.yaml)")
     per_run: dict[tuple[str, str, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for path in sorted(root.glob("*/runs/**/metrics.json")):
+    runs = grid.Paths(".", "")("run", study="*", run="**").removeprefix("./")  # every run folder of every study
+    for path in sorted(root.glob(f"{runs}/{grid.RUN_FILES['metrics']}")):
         metrics = _read_metrics(path)
         history = [h["seconds"] for h in metrics.get("history", []) if "seconds" in h]
-        spec = metrics.get("spec", {})
-        if not history or not {"dataset", "model"} <= set(spec):
+        spec, run = metrics.get("spec", {}), grid.Run.from_path(path)
+        if not history or not {"dataset", "model"} <= set(spec) or run is None:
             continue  # a diverged or foreign file: nothing to learn from
-        key = (path.relative_to(root).parts[0], spec["dataset"], spec["model"])
+        key = (run.study, spec["dataset"], spec["model"])
         per_run[key][metrics.get("device", "unknown")].append(sum(history) / len(history))
     return {key: {kind: (sum(s) / len(s), len(s)) for kind, s in kinds.items()} for key, kinds in per_run.items()}
 

@@ -21,27 +21,11 @@ class DamagedFile(ValueError):
 
 
 def producer(path: str | os.PathLike) -> str | None:
-    """The Snakemake rule that writes `path`, from its place in the results tree; None outside it."""
-    p = Path(path)
-    parts = p.parts
-    if "sensitivity" in parts:
-        return "sensitivity"
-    if "tables" in parts:
-        return "table"
-    if "masks" in parts:
-        method = _after(parts, "masks", 3)
-        return "imp_mask" if method == "imp" else "mask_layer_matched" if method.startswith("random-like-") else "mask"
-    if "runs" in parts:
-        if "prune" in parts[parts.index("runs"):]:
-            return "train_prune"
-        dense = _after(parts, "runs", 3) == "random" and _after(parts, "runs", 4) == "d1"
-        return "train_dense" if dense or p.name == "rewind.pt" else "train"
-    return None
+    """The Snakemake rule that writes `path`, from its place in the results layout (`study.producer`); None
+    outside it."""
+    from .study import producer as rule_of
 
-
-def _after(parts: tuple[str, ...], folder: str, k: int) -> str:
-    i = parts.index(folder) + k
-    return parts[i] if i < len(parts) else ""
+    return rule_of(path)
 
 
 def damaged(path: str | os.PathLike, what: str, reason: str) -> DamagedFile:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import posixpath
 import re
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ FIRST_LAYER_DENSE = ("random", "random-erk")  # the uniform methods a first-laye
 NESTED = ("phew-res",)  # sparsenets.pruning's nested methods: each density grows from the next sparser one's mask
 MAG = "mag"  # magnitude pruning after training (PHEW's MAG reference): dense run, gradual pruning, retraining
 GRADUAL = "gradual-magnitude"  # the topology of mag's pruning phase (sparsenets.topology.gradual)
+ORIGINAL = "original"  # a run itself (VARIANTS[0]): its name has no variant folder, its tags say "original"
+VARIANTS = (ORIGINAL, "reinit", "prune")  # a run, its structure retrained from fresh weights, mag's pruning phase
 DENSE = "1"  # the density of the dense run IMP starts from: random at density 1
 RUN_FILES = {"metrics": "metrics.json", "model": "model.pt", "mask": "mask.pt", "structure": "structure.json"}
 TRAINING = ("train", "train_dense", "train_reinit", "train_prune")  # the kinds of job that train a network
@@ -93,29 +96,136 @@ class Paths:
 
 @dataclass(frozen=True)
 class Run:
-    """What defines a training run (or the mask, or the curve, of one): its `name` is its folder under
-    results/{study}/runs/ and its MLflow run name."""
+    """What defines a training run (or the mask, or the curve, of one): the one spelling of its identity. Its `name`
+    is its folder under results/{study}/runs/ (and its mask's and curve's path there) and its MLflow run name's
+    source, `tags()` what its metrics.json and MLflow run record, `parent` its MLflow parent run's key;
+    `parse`, `from_tags` and `from_path` read it back."""
 
     dataset: str
     model: str
     method: str
-    density: str  # format_density's spelling
+    density: str  # format_density's spelling (a number given is spelled so)
     seed: int | str
-    variant: str = ""  # "reinit": the run's final structure trained again from fresh weights; "prune": mag's pruning
+    variant: str = ORIGINAL  # "reinit": the final structure trained again from fresh weights; "prune": mag's pruning
+    study: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.density, str):
+            object.__setattr__(self, "density", format_density(self.density))
+        if self.variant == "":  # the CLI's empty --variant: the run itself
+            object.__setattr__(self, "variant", ORIGINAL)
+        if self.variant not in VARIANTS:
+            raise ValueError(f"run variant {self.variant!r} is not one of {', '.join(VARIANTS)}")
 
     @property
     def name(self) -> str:
+        """{dataset}/{model}/{method}/d{density}[/{variant}]/s{seed}: the original run has no variant folder."""
         base = f"{self.dataset}/{self.model}/{self.method}/d{self.density}"
-        return f"{base}/{self.variant}/s{self.seed}" if self.variant else f"{base}/s{self.seed}"
+        return f"{base}/s{self.seed}" if self.variant == ORIGINAL else f"{base}/{self.variant}/s{self.seed}"
+
+    @property
+    def parent(self) -> str:
+        """The key of its MLflow parent run: its method on its dataset and model, in its study."""
+        return f"{self.study}/{self.dataset}/{self.model}/{self.method}"
+
+    def tags(self) -> dict[str, Any]:
+        """What defines it, as its metrics.json `spec` and its MLflow run's tags record it."""
+        return {"study": self.study, "dataset": self.dataset, "model": self.model, "method": self.method,
+                "density": self.density, "seed": self.seed, "variant": self.variant}
 
     def but(self, **changes: Any) -> "Run":
-        return Run(**{**self.__dict__, **changes})
+        return dataclasses.replace(self, **changes)
 
     @classmethod
     def pattern(cls, **fixed: str) -> str:
         """The run name with {wildcards} for what `fixed` leaves out (a rule's pattern)."""
         names = ("dataset", "model", "method", "density", "seed")
         return cls(**{**{n: "{" + n + "}" for n in names}, **fixed}).name
+
+    @classmethod
+    def parse(cls, name: str, study: str = "") -> "Run":
+        """The run a name spells (its `name` read back)."""
+        match = re.fullmatch(_RUN, name)
+        if match is None:
+            raise ValueError(f"{name!r} is not a run name: {{dataset}}/{{model}}/{{method}}/d{{density}}"
+                             f"[/{{variant}}]/s{{seed}}")
+        return cls._of(match.groupdict(), study)
+
+    @classmethod
+    def from_tags(cls, tags: Mapping[str, Any]) -> "Run":
+        """The run whose `tags()` (a metrics.json or curve.json `spec`) these are."""
+        fields = ("dataset", "model", "method", "density", "seed", "variant", "study")
+        return cls(**{k: tags[k] for k in fields if k in tags})
+
+    @classmethod
+    def from_path(cls, path: str | os.PathLike) -> "Run | None":
+        """The run a results file belongs to (its mask, a file of its folder, its curve, their logs), its study
+        included; None for any other path."""
+        found = locate(path)
+        return found[1].get("run") if found else None
+
+    @classmethod
+    def _of(cls, fields: Mapping[str, str | None], study: str) -> "Run":
+        seed = fields["seed"]
+        return cls(fields["dataset"], fields["model"], fields["method"], fields["density"],
+                   int(seed) if seed.isdigit() else seed, fields["variant"] or ORIGINAL, study)
+
+
+# A run's name as a regular expression (`Run.name` read back): the variant folder only for a variant of a run.
+_RUN = (r"(?P<dataset>[^/]+)/(?P<model>[^/]+)/(?P<method>[^/]+)/d(?P<density>[^/]+)"
+        rf"(?:/(?P<variant>{'|'.join(VARIANTS[1:])}))?/s(?P<seed>\d+)")
+
+
+def _template_regex(template: str) -> re.Pattern:
+    """A path template as a regular expression: {run} a run's name, a root folder anything, a field one folder."""
+    def field(m: re.Match) -> str:
+        name = m[1]
+        if name == "run":
+            return f"(?P<run>{_RUN.replace('(?P<', '(?P<run_')})"
+        return f"(?P<{name}>.+?)" if name in ("results", "data", "logs") else f"(?P<{name}>[^/]+?)"
+    return re.compile(re.sub(r"\\\{(\w+)\\\}", field, re.escape(template)) + r"(?:/(?P<file>.+))?")
+
+
+_REGEXES = {name: _template_regex(template) for name, template in TEMPLATES.items()}
+
+
+def locate(path: str | os.PathLike) -> tuple[str, dict[str, Any]] | None:
+    """Which path template a file is under (the first that fits) and its fields, `run` a Run; None for none.
+    A file inside a run's folder (`run` template) has its name in `file`."""
+    text = os.fspath(path)
+    for template, regex in _REGEXES.items():
+        match = regex.fullmatch(text)
+        if match is None or (match["file"] and template != "run"):
+            continue
+        fields = {k: v for k, v in match.groupdict().items() if v is not None and not k.startswith("run_")}
+        if "run" in fields:
+            run = {k.removeprefix("run_"): v for k, v in match.groupdict().items() if k.startswith("run_")}
+            fields["run"] = Run._of(run, fields.get("study", ""))
+        return template, fields
+    return None
+
+
+def training_kind(run: Run) -> str:
+    """The kind of job (the rule) that trains `run`: the dense run IMP and mag start from (random at density 1)
+    also keeps its rewind weights; a variant has its own rule."""
+    if run.variant != ORIGINAL:
+        return f"train_{run.variant}"
+    return "train_dense" if run.method == "random" and run.density == DENSE else "train"
+
+
+def producer(path: str | os.PathLike) -> str | None:
+    """The kind of job (= Snakemake rule) that writes a results file, from its place in the layout; None for a
+    path outside it (or one no job of a study writes)."""
+    found = locate(path)
+    template, fields = found or ("", {})
+    if template == "mask":
+        kind = plan(fields["run"].method, {}).kind
+        return {"imp": "imp_mask", "layer-matched": "mask_layer_matched"}.get(kind, "mask")
+    if template == "run":
+        return "train_dense" if fields.get("file") == "rewind.pt" else training_kind(fields["run"])
+    if template == "table":
+        return "paper_table" if fields["kind"] in PAPER_TABLES else "table"
+    return {"paper_table": "paper_table", "curve": "sensitivity", "figure": "figure"}.get(template)
 
 
 @dataclass(frozen=True)
@@ -213,7 +323,7 @@ class Study:
     def runs(self, methods: Sequence[str] | None = None, densities: Sequence[float] | None = None) -> list[Run]:
         """Every (dataset, model, method, density, seed) of the study, or of some of its methods and densities."""
         s = self.spec
-        return [Run(d, m, meth, format_density(dens), seed) for d, m, meth, dens, seed in product(
+        return [Run(d, m, meth, format_density(dens), seed, study=self.name) for d, m, meth, dens, seed in product(
             s["datasets"], s["models"], methods or s["methods"], densities or self.densities(), s["seeds"])]
 
     def sparser(self, density: str) -> str | None:
@@ -376,8 +486,7 @@ class Grid:
     def parent_runs(self) -> Job:
         """mlflow_init also creates the parent run of every training run (its method on its dataset and model)
         before the jobs fan out, so that jobs starting at once never race to create one."""
-        keys = dict.fromkeys(f"{j.study}/{j.run.dataset}/{j.run.model}/{j.run.method}" for j in self.jobs.values()
-                             if j.kind in TRAINING and j.run is not None)
+        keys = dict.fromkeys(j.run.parent for j in self.jobs.values() if j.kind in TRAINING and j.run is not None)
         job = self.jobs[self.paths("tracking")]
         self.jobs[job.output] = dataclasses.replace(job, params={**job.params, "parents": " ".join(keys)})
         return self.jobs[job.output]
@@ -440,12 +549,12 @@ class Grid:
             pruned = self.mag_prune(study, run)
             return self._run_job("train", study, run, pruned.outputs["mask"], pruned.outputs["model"], "static", {}, "")
         mask = self.mask(study, run.but(method=plan_.mask)).output
-        dense = run.method == "random" and run.density == DENSE
+        dense = training_kind(run) == "train_dense"
         init: tuple[str, ...] | str = ()
         if run.method == "imp":
             init = self.train(study, run.but(method="random", density=DENSE)).outputs["rewind"]
         rewind = f"--rewind-step {study.spec.get('imp', {}).get('rewind_step', 0)}" if dense else ""
-        return self._run_job("train_dense" if dense else "train", study, run, mask, init, plan_.topology,
+        return self._run_job(training_kind(run), study, run, mask, init, plan_.topology,
                              plan_.options, rewind)
 
     def reinit(self, study: Study, run: Run) -> Job:
