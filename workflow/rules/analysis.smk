@@ -20,13 +20,9 @@ rule sensitivity:
         gpu_slots=gpu_slots,
         cpus_per_task=gpu_job_cpus,
     params:
-        **params("sensitivity", CURVE, "fractions", "run_dir", "device", "precision", "test_images"),
+        argv=argv("sensitivity", CURVE),
     shell:
-        "{PY} -m sparsenets sensitivity --run-dir {params.run_dir} --data {input.data} "
-        "--fractions {params.fractions} --precision {params.precision} --test-images {params.test_images} "
-        "--seed {wildcards.seed} "
-        "--device {params.device} --threads {threads} "
-        "--out {output} > {log} 2>&1"
+        "{PY} -m sparsenets {params.argv} > {log} 2>&1"
 
 
 TABLE = PATHS("table")
@@ -43,8 +39,10 @@ rule table:
         kind="|".join(grid.TABLES),
     group:
         "tables"
+    params:
+        argv=argv("table", TABLE),
     shell:
-        "{PY} -m sparsenets table --kind {wildcards.kind} --out {output} {input} > {log} 2>&1"
+        "{PY} -m sparsenets {params.argv} > {log} 2>&1"
 
 
 PAPER_TABLE = PATHS("paper_table", ext="csv")
@@ -64,7 +62,6 @@ rule paper_table:
     group:
         "tables"
     params:
-        **params("paper_table", PAPER_TABLE, "preset"),
+        argv=argv("paper_table", PAPER_TABLE),
     shell:
-        "{PY} -m sparsenets paper-table --study {wildcards.study} --preset {params.preset} --runs {input} "
-        "--csv {output.csv} --tex {output.tex} > {log} 2>&1"
+        "{PY} -m sparsenets {params.argv} > {log} 2>&1"

@@ -1,8 +1,6 @@
 # Shared helpers: config validation, the preset's jobs (sparsenets.study: the one spelling of the run grid)
-# and the lookups that give every rule its inputs and params from the job its wildcards name.
-import json
+# and the lookups that give every rule its inputs and its command line (params.argv) from the job its wildcards name.
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -10,6 +8,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 import sparsenets.study as grid  # src/sparsenets/study.py: expand(config) -> every job of the preset
+from sparsenets import commands  # src/sparsenets/commands.py: the command line of each job
 from sparsenets.configcheck import ConfigError, explain
 
 
@@ -24,21 +23,8 @@ PRESET_NAME, PRESET = grid.preset_of(config)
 STUDIES = grid.studies(config)  # a bad preset, protocol or recipe fails here, naming its key
 
 
-def _known_names():
-    """The registries' names (models, methods, datasets, topologies). A cluster job parses this file
-    again: it reads what the submitting process found instead of importing torch once more."""
-    cache = Path(".snakemake/sparsenets-names.json")
-    if "SLURM_JOB_ID" in os.environ and cache.exists():
-        return json.loads(cache.read_text())
-    out = subprocess.run([PY, "-m", "sparsenets", "names"], check=True, capture_output=True, text=True).stdout
-    cache.parent.mkdir(exist_ok=True)
-    cache.write_text(out)
-    return json.loads(out)
-
-
-KNOWN = _known_names()
-grid.check_names(config, KNOWN)  # unknown models, methods and datasets fail here, before any job runs
-JOBS = grid.expand(config, topologies=KNOWN["topologies"])
+grid.check_names(config)  # unknown models, methods and datasets fail here, before any job runs
+JOBS = grid.expand(config)
 JOB_AT = grid.by_output(JOBS)
 
 TRACKING_URI = (
@@ -105,7 +91,7 @@ def job_of(kinds, pattern):
 
 
 def lookup(kinds, pattern, section, name):
-    """A function from a rule's wildcards to `name` in the inputs or params of the job they name."""
+    """A function from a rule's wildcards to `name` in the inputs of the job they name."""
     find = job_of((kinds,) if isinstance(kinds, str) else kinds, pattern)
 
     def get(w):
@@ -122,5 +108,14 @@ def inputs(kinds, pattern, *names):
     return {name: lookup(kinds, pattern, "inputs", name) for name in names}
 
 
-def params(kinds, pattern, *names):
-    return {name: lookup(kinds, pattern, "params", name) for name in names}
+def argv(kinds, pattern, **given):
+    """A rule's params.argv: the command line of the job its wildcards name (sparsenets.commands.for_job), with
+    the job's threads and `given` (what the workflow knows and the job does not)."""
+    find = job_of((kinds,) if isinstance(kinds, str) else kinds, pattern)
+
+    def get(w, threads):
+        job = find(w)
+        return "" if job is None else commands.for_job(job, threads=threads, **given).to_argv()
+
+    return get
+

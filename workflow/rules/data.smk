@@ -10,8 +10,10 @@ rule dataset:
         PATHS("data"),
     log:
         PATHS("data_log"),
+    params:
+        argv=argv("dataset", PATHS("data")),
     shell:
-        "{PY} -m sparsenets data --dataset {wildcards.dataset} --out {output} > {log} 2>&1"
+        "{PY} -m sparsenets {params.argv} > {log} 2>&1"
 
 
 rule mlflow_init:
@@ -22,7 +24,6 @@ rule mlflow_init:
     log:
         PATHS("tracking_log"),
     params:
-        **params("mlflow_init", PATHS("tracking"), "experiments", "parents"),
+        argv=argv("mlflow_init", PATHS("tracking")),
     shell:
-        "{PY} -m sparsenets mlflow-init --experiments {params.experiments} --parents {params.parents} "
-        "--out {output} > {log} 2>&1"
+        "{PY} -m sparsenets {params.argv} > {log} 2>&1"

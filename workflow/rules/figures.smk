@@ -25,10 +25,9 @@ rule figure:
     group:
         "figures"
     params:
-        **params("figure", FIGURE, "options"),
+        argv=argv("figure", FIGURE),
     shell:
-        "{PY} -m sparsenets figure {wildcards.fig} --tables {input} --options '{params.options}' "
-        "--out {output.png} {output.pdf} > {log} 2>&1"
+        "{PY} -m sparsenets {params.argv} > {log} 2>&1"
 
 
 CLAIMS = PATHS("claims", ext="md")
@@ -47,10 +46,9 @@ rule claims:
     group:
         "figures"
     params:
-        **params("claims", CLAIMS, "studies", "options"),
+        argv=argv("claims", CLAIMS, preset=config["preset"]),  # the preset, named in claims.md's header
     shell:
-        "{PY} -m sparsenets claims {params.studies} --preset {config[preset]} --options '{params.options}' "
-        "--data {input.data} --md {output.md} --csv {output.csv} > {log} 2>&1"
+        "{PY} -m sparsenets {params.argv} > {log} 2>&1"
 
 
 SUMMARY = PATHS("summary")
@@ -66,6 +64,6 @@ rule mlflow_summary:
     log:
         PATHS("summary_log"),
     params:
-        **params("mlflow_summary", SUMMARY, "studies"),
+        argv=argv("mlflow_summary", SUMMARY),
     shell:
-        "{PY} -m sparsenets mlflow-summary {params.studies} --claims {input.claims} --out {output} > {log} 2>&1"
+        "{PY} -m sparsenets {params.argv} > {log} 2>&1"

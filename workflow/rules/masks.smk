@@ -19,12 +19,9 @@ rule mask:
         gpu_slots=gpu_slots,
         cpus_per_task=gpu_job_cpus,
     params:
-        **params("mask", MASK, "options", "device"),
+        argv=argv("mask", MASK),
     shell:
-        "{PY} -m sparsenets mask --dataset {wildcards.dataset} --data {input.data} --model {wildcards.model} "
-        "--method {wildcards.method} --density {wildcards.density} --seed {wildcards.seed} "
-        "--options '{params.options}' --previous '{input.previous}' --device {params.device} --threads {threads} "
-        "--out {output} > {log} 2>&1"
+        "{PY} -m sparsenets {params.argv} > {log} 2>&1"
 
 
 IMP_MASK = PATHS("mask", run=grid.Run.pattern(method="imp"))
@@ -41,9 +38,9 @@ rule imp_mask:
     log:
         PATHS("mask_log", run=grid.Run.pattern(method="imp")),
     params:
-        **params("imp_mask", IMP_MASK, "rate", "run_dir"),
+        argv=argv("imp_mask", IMP_MASK),
     shell:
-        "{PY} -m sparsenets imp-mask --run-dir {params.run_dir} --rate {params.rate} --out {output} > {log} 2>&1"
+        "{PY} -m sparsenets {params.argv} > {log} 2>&1"
 
 
 MATCHED_MASK = PATHS("mask", run=grid.Run.pattern(method=f"{grid.LIKE}{{source}}"))
@@ -60,8 +57,6 @@ rule mask_layer_matched:
     log:
         PATHS("mask_log", run=grid.Run.pattern(method=f"{grid.LIKE}{{source}}")),
     params:
-        **params("mask_layer_matched", MATCHED_MASK, "options"),
+        argv=argv("mask_layer_matched", MATCHED_MASK),
     shell:
-        "{PY} -m sparsenets mask --dataset {wildcards.dataset} --data {input.data} --model {wildcards.model} "
-        "--method random-like --density {wildcards.density} --seed {wildcards.seed} "
-        "--options '{params.options}' --device cpu --out {output} > {log} 2>&1"
+        "{PY} -m sparsenets {params.argv} > {log} 2>&1"

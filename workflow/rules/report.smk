@@ -3,18 +3,18 @@
 # also in `snakemake --report`'s page, under "Report". Its inputs and context: sparsenets.study (Grid.report).
 
 REPORT = PATHS("report")
+CAPTIONS = os.path.join(workflow.basedir, "workflow", "report", "figure.rst")  # the figures' caption text
 
 
 rule report:
     input:
         **inputs("report", REPORT, "figures", "claims", "data", "tables", "summary"),
-        template=os.path.join(workflow.basedir, "workflow", "report", "figure.rst"),  # the figures' captions
+        template=CAPTIONS,
     output:
         html=report(REPORT, caption="../report/report.rst", category="Report"),
     log:
         PATHS("report_log"),
     params:
-        **params("report", REPORT, "context"),
+        argv=argv("report", REPORT, caption_template=CAPTIONS),
     shell:
-        "{PY} -m sparsenets report --context '{params.context}' --caption-template {input.template} "
-        "--out {output.html} > {log} 2>&1"
+        "{PY} -m sparsenets {params.argv} > {log} 2>&1"

@@ -8,18 +8,6 @@ REINIT = grid.Run.pattern(variant="reinit")  # {dataset}/{model}/{method}/d{dens
 TRAINING_RESOURCES = dict(
     gpu=config["gpus_per_job"], gpu_slots=gpu_slots, cpus_per_task=gpu_job_cpus, runtime=PRESET["minutes_per_training_job"], mem_mb=8000
 )
-TRAINING_PARAMS = ("recipe", "topology", "options", "device", "out_dir", "rewind")
-
-
-def train_shell(variant):
-    return (
-        "{PY} -m sparsenets train --study {wildcards.study} --dataset {wildcards.dataset} --data {input.data} "
-        "--model {wildcards.model} --method {wildcards.method} --density {wildcards.density} "
-        "--seed {wildcards.seed} --mask {input.mask} --recipe '{params.recipe}' --device {params.device} "
-        "--topology {params.topology} --topology-options '{params.options}' "
-        f"--variant '{variant}' --init-weights '{{input.init}}' {{params.rewind}} "
-        "--threads {threads} --out-dir {params.out_dir} > {log} 2>&1"
-    )
 
 
 def run_outputs(run):
@@ -41,9 +29,9 @@ rule train:
     resources:
         **TRAINING_RESOURCES,
     params:
-        **params(("train", "train_dense"), TRAIN, *TRAINING_PARAMS),
+        argv=argv(("train", "train_dense"), TRAIN),
     shell:
-        train_shell("")
+        "{PY} -m sparsenets {params.argv} > {log} 2>&1"
 
 
 ruleorder: train_dense > train
@@ -76,11 +64,11 @@ rule train_prune:
     resources:
         **TRAINING_RESOURCES,
     params:
-        **params("train_prune", PRUNE_METRICS, *TRAINING_PARAMS),
+        argv=argv("train_prune", PRUNE_METRICS),
     wildcard_constraints:
         method=grid.MAG,
     shell:
-        train_shell("prune")
+        "{PY} -m sparsenets {params.argv} > {log} 2>&1"
 
 
 REINIT_METRICS = run_outputs(REINIT)["metrics"]
@@ -99,6 +87,6 @@ rule train_reinit:
     resources:
         **TRAINING_RESOURCES,
     params:
-        **params("train_reinit", REINIT_METRICS, *TRAINING_PARAMS),
+        argv=argv("train_reinit", REINIT_METRICS),
     shell:
-        train_shell("reinit")
+        "{PY} -m sparsenets {params.argv} > {log} 2>&1"
