@@ -142,17 +142,9 @@ def train(
     optimizer, topo = _parts(model, mask, recipe, len(train_loader), generator, topology, topology_options)
     ckpt = _Checkpoint(checkpoint, checkpoint_key, model, optimizer, topo, generator)
 
-    result, done = ckpt.resume(extra_state, log)
-    start = result.resumed_from
-    if os.environ.get("SPARSENETS_BENCH_FIRST_STEP"):  # benchmarks/overhead.py times a job's start-up
-        log(f"first step at {time.time():.3f}")
-    step = start * len(train_loader) + done.batches
-    if step == 0 and on_start is not None:
-        on_start(topo)
-    if step == 0 and on_step is not None:
-        on_step(0, model)
+    result, done, step = _begin(ckpt, len(train_loader), extra_state, on_start, on_step, log)
     with stop_at_step(log) as stop:
-        for epoch in range(start, recipe.epochs):
+        for epoch in range(result.resumed_from, recipe.epochs):
             _stop_between_epochs(stop, epoch, checkpoint)
             t0, lr = time.perf_counter(), recipe.lr_at(epoch)
             for group in optimizer.param_groups:
@@ -175,10 +167,31 @@ def train(
                 f"test_loss {row['test_loss']:.4f}  test_acc {row['test_acc']:.4f}  density {row['density']:.4f}  "
                 f"{row['seconds']:.1f}s")
     result.mask = topo.mask
-    with topo.evaluating():  # leave the effective (masked) weights in the model
+    _keep_effective_weights(model, topo)
+    return result
+
+
+def _begin(ckpt: "_Checkpoint", steps_per_epoch: int, extra_state: dict[str, Any] | None,
+           on_start: StartCallback | None, on_step: StepCallback | None,
+           log: Callable[[str], None]) -> tuple[Result, "_Progress", int]:
+    """Resume from the run's checkpoint, if any; a run starting from step 0 shows its callbacks the structure
+    and weights before the first step. Returns the result so far, the epoch in progress and the step count."""
+    result, done = ckpt.resume(extra_state, log)
+    if os.environ.get("SPARSENETS_BENCH_FIRST_STEP"):  # benchmarks/overhead.py times a job's start-up
+        log(f"first step at {time.time():.3f}")
+    step = result.resumed_from * steps_per_epoch + done.batches
+    if step == 0 and on_start is not None:
+        on_start(ckpt.topo)
+    if step == 0 and on_step is not None:
+        on_step(0, ckpt.model)
+    return result, done, step
+
+
+def _keep_effective_weights(model: nn.Module, topo: Topology) -> None:
+    """Leave the weights the structure in force makes effective (masked; DNW's top-k) in the model."""
+    with topo.evaluating():
         effective = {k: v.detach().clone() for k, v in model.state_dict().items()}
     model.load_state_dict(effective)
-    return result
 
 
 def _parts(model: nn.Module, mask: Mask, recipe: Recipe, steps_per_epoch: int, generator: torch.Generator,
