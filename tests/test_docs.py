@@ -1,10 +1,8 @@
 """The docs travel with the code: docs/METHODS.md covers every registered method, [choice] key, figure and
-claim; docs/CLI.md is the parser's own reference; nothing shipped points outside the repository; the README's
+claim; docs/CLI.md is the command contracts' own reference; nothing shipped points outside the repository; the README's
 subset commands work (a real Snakemake dry run)."""
 from __future__ import annotations
 
-import argparse
-import importlib.util
 import re
 import shutil
 from pathlib import Path
@@ -36,17 +34,6 @@ def _section(text: str, heading: str) -> str:
 def _ticked(text: str) -> set[str]:
     """Every `code span` of a markdown text."""
     return set(re.findall(r"`([^`\n]+)`", text))
-
-
-def _parser() -> argparse.ArgumentParser:
-    from sparsenets.cli import build_parser
-
-    return build_parser()
-
-
-def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return dict(sub.choices)
 
 
 # ------------------------------------------------------------------------------------------ METHODS.md
@@ -149,38 +136,36 @@ def test_nothing_shipped_points_at_the_shared_notes():
 
 # --------------------------------------------------------------------------------------------- the CLI
 def test_every_cli_command_and_option_has_a_help_string():
-    parser = _parser()
-    bare = [f"{name} {a.option_strings[0] if a.option_strings else a.dest}"
-            for name, sub in _commands(parser).items() for a in sub._actions if not a.help]
-    bare += [f"{name} (the command itself)" for name, sub in _commands(parser).items() if not sub.description]
-    assert not bare, f"give these a help string in src/sparsenets/cli.py: {', '.join(bare)}"
+    from sparsenets.commands import COMMANDS
 
-
-def _cli_reference():
-    spec = importlib.util.spec_from_file_location("cli_reference", REPO / "scripts" / "cli_reference.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    bare = [f"{name} {o.flag}" for name, cls in COMMANDS.items() for o in cls.arguments() if not o.help.strip()]
+    bare += [f"{name} (the command itself)" for name, cls in COMMANDS.items() if not cls.about()]
+    assert not bare, f"give these a help string in src/sparsenets/commands.py: {', '.join(bare)}"
 
 
 def test_cli_reference_is_current():
-    reference = _cli_reference()
-    assert reference.TARGET.read_text() == reference.render(), (
-        "docs/CLI.md is stale: run .venv/bin/python scripts/cli_reference.py")
+    from sparsenets.commands import reference
+
+    assert (REPO / "docs" / "CLI.md").read_text() == reference(), (
+        "docs/CLI.md is stale: run .venv/bin/python -m sparsenets.commands > docs/CLI.md")
 
 
 def test_the_cli_reference_lists_every_option_with_its_help():
+    from sparsenets.commands import COMMANDS
+
     text = (REPO / "docs" / "CLI.md").read_text()
-    for name, sub in _commands(_parser()).items():
+    for name, cls in COMMANDS.items():
         section = _section(text, f"## {name}")
-        for a in sub._actions:
-            if a.option_strings and a.dest not in ("help", "debug"):
-                assert f"`{a.option_strings[0]}" in section and " ".join(a.help.split()) in section, (name, a.dest)
+        for o in cls.arguments():
+            spelled = f"`{o.metavar or o.name}`" if o.positional else f"`{o.flag}"
+            assert spelled in section and " ".join(o.help.split()) in section, (name, o.name)
 
 
 def test_readme_lists_every_command():
+    from sparsenets.commands import COMMANDS
+
     section = _section(README.read_text(), "## Command line")
-    missing = [name for name in _commands(_parser()) if f"`{name}`" not in section]
+    missing = [name for name in COMMANDS if f"`{name}`" not in section]
     assert not missing, f"README, Command line, lacks: {', '.join(missing)}"
 
 
