@@ -14,8 +14,9 @@ import torch
 
 from conftest import PY, REPO, snakemake
 from sparsenets import cli
-from sparsenets.experiments import RunSpec, make_mask, run_training
+from sparsenets.experiments import make_mask, run_training
 from sparsenets.masks import check_density
+from sparsenets.study import Run
 from sparsenets.train import Recipe
 
 
@@ -164,7 +165,7 @@ def finished_run(digits_npz, tmp_path_factory) -> Path:
     mask = root / "results/deconstructing/masks/digits/mlp/random/d0.2/s0.pt"
     make_mask("mlp", digits_npz, "random", 0.2, 0, mask, device="cpu")
     run = root / "results/deconstructing/runs/digits/mlp/random/d0.2/s0"
-    run_training(RunSpec("deconstructing", "digits", "mlp", "random", 0.2, 0),
+    run_training(Run("digits", "mlp", "random", "0.2", 0, study="deconstructing"),
                  Recipe(epochs=1, batch_size=64, augment=False), data_file=digits_npz, mask_file=mask, out_dir=run,
                  device="cpu", log=lambda m: None)
     return root
@@ -243,7 +244,7 @@ def test_the_rule_named_for_each_results_file_is_the_workflows_rule_that_writes_
         "results/d/masks/cifar10/convnet/imp/d0.25/s0.pt": "imp_mask",
         "results/d/masks/cifar10/convnet/random-like-imp/d0.25/s0.pt": "mask_layer_matched",
         "results/d/runs/cifar10/convnet/dnw/d0.25/s0/model.pt": "train",
-        "results/d/runs/cifar10/convnet/imp/d0.25/reinit/s0/metrics.json": "train",
+        "results/d/runs/cifar10/convnet/imp/d0.25/reinit/s0/metrics.json": "train_reinit",
         "results/d/runs/cifar10/convnet/random/d1/s0/model.pt": "train_dense",
         "results/d/runs/cifar10/convnet/random/d1/s0/rewind.pt": "train_dense",
         "results/p/runs/cifar10/resnet20/mag/d0.1/prune/s0/model.pt": "train_prune",
