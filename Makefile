@@ -25,8 +25,8 @@ dry-run: $(STAMP)
 test: $(STAMP)  ## every test, the real snakemake/mlflow/slurm ones included
 	$(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup
 
-test-fast: $(STAMP)  ## unit tests only: no snakemake, no pipeline, no cluster (about 2 minutes on 2 cores)
-	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not e2e and not snakemake and not slurm and not tracking_server"
+test-fast: $(STAMP)  ## unit tests only: no snakemake, no pipeline, no cluster, no benchmarks (about 2 minutes on 2 cores)
+	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not e2e and not snakemake and not slurm and not tracking_server and not bench"
 
 gpu-check: $(STAMP)  ## runs per GPU that pay off, measured here (skips without CUDA); SLICE=1 also trains 3 paper runs
 	$(BIN)/python -m sparsenets.gpu_check $(if $(SLICE),--slice --data data/cifar10.npz)
