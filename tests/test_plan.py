@@ -12,7 +12,7 @@ import yaml
 from conftest import PY, REPO
 from sparsenets import data
 from sparsenets.io import write_json
-from sparsenets.plan import (DATASET_SIZES, EpochCost, StudyPlan, calibrate, epoch_cost, format_plan, measure_cpu,
+from sparsenets.plan import (EpochCost, StudyPlan, calibrate, dataset_facts, epoch_cost, format_plan, measure_cpu,
                              plan, recorded_jobs)
 from sparsenets.study import expand
 
@@ -87,7 +87,7 @@ def test_calibrated_plan_of_the_tiny_run_prices_its_measured_seconds_and_counts_
 @pytest.mark.parametrize("name", ["digits", "synthetic"])
 def test_dataset_sizes_match_the_prepared_files(name, tmp_path):
     ds = data.load(data.prepare(name, tmp_path / f"{name}.npz"))
-    assert DATASET_SIZES[name] == (len(ds.y_train), len(ds.y_test), tuple(ds.input_shape), ds.num_classes)
+    assert dataset_facts(name) == (len(ds.y_train), len(ds.y_test), tuple(ds.input_shape), ds.num_classes)
 
 
 def test_measured_throughput_is_positive_and_testing_is_cheaper():

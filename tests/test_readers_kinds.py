@@ -54,7 +54,7 @@ def test_a_checkpoint_is_named_as_one(run, tmp_path):
 
 
 def test_a_damaged_mask_still_gets_the_fix(run, tmp_path):
-    broken = tmp_path / "results/phew/masks/digits/mlp/random/d0.2/s0/mask.pt"
+    broken = tmp_path / "results/phew/masks/digits/mlp/random/d0.2/s0.pt"  # where the mask rule writes it
     broken.parent.mkdir(parents=True)
     data = (run / "mask.pt").read_bytes()
     broken.write_bytes(data[: len(data) // 2])

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import catalogue
 from .io import atomic_path, save_npz
 
 Arrays = dict[str, np.ndarray]
@@ -56,15 +57,11 @@ class Archive:
 @dataclass(frozen=True)
 class Source:
     """How a dataset is made: `convert` turns the local copies of `archives` (none if offline) into arrays.
-
-    `shape` (H, W, C) and `num_classes`, where fixed, are what a file of this dataset must hold: a file
-    that was put in place by hand is checked against them on load.
-    """
+    What it is (its shape, classes and sizes, which a file put in place by hand is checked against on load) is
+    its entry in `sparsenets.catalogue`."""
 
     convert: Callable[..., Arrays]
     archives: tuple[Archive, ...] = ()
-    shape: tuple[int, int, int] | None = None
-    num_classes: int | None = None
 
 
 def _cifar(
@@ -208,7 +205,6 @@ DATASETS: dict[str, Source] = {
             test="test_batch", meta="batches.meta", labels="labels", names="label_names",
         ),
         (Archive(f"{_KRIZ}/cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a"),),
-        shape=(32, 32, 3), num_classes=10,
     ),
     "cifar100": Source(
         functools.partial(
@@ -216,7 +212,6 @@ DATASETS: dict[str, Source] = {
             labels="fine_labels", names="fine_label_names",
         ),
         (Archive(f"{_KRIZ}/cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85"),),
-        shape=(32, 32, 3), num_classes=100,
     ),
     "mnist": Source(
         _mnist,
@@ -226,17 +221,16 @@ DATASETS: dict[str, Source] = {
             Archive(f"{_MNIST}/t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
             Archive(f"{_MNIST}/t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c"),
         ),
-        shape=(28, 28, 1), num_classes=10,
     ),
     # the canonical URL is plain http (refused here): the same host over https, or the zip placed in data/
     "tiny-imagenet": Source(
         _tiny_imagenet,
         (Archive("https://cs231n.stanford.edu/tiny-imagenet-200.zip", "90528d7ca1a48142e341f4ef8d21d0de"),),
-        shape=(64, 64, 3), num_classes=200,
     ),
-    "digits": Source(_digits, shape=(8, 8, 1), num_classes=10),
+    "digits": Source(_digits),
     "synthetic": Source(_synthetic),
 }
+catalogue.registered(DATASETS, catalogue.DATASETS, "dataset")
 
 
 # ---------------------------------------------------------------------------------------- prepare
@@ -450,16 +444,17 @@ def _check_classes(a: Arrays, source: str) -> None:
 
 
 def _check_registry(a: Arrays, source: str, name: str | None) -> None:
-    """A registered dataset's file must hold its known image shape and number of classes."""
-    entry = DATASETS.get(name or "")
-    if entry is None:
+    """A catalogued dataset's file must hold its image shape and number of classes (unless the catalogue says
+    the dataset may be made otherwise: synthetic)."""
+    entry = catalogue.DATASETS.get(name or "")
+    if entry is None or not entry.exact:
         return
     shape = a["x_train"].shape[1:]
-    if entry.shape is not None and tuple(shape) != tuple(entry.shape):
-        h, w, c = entry.shape
+    c, h, w = entry.shape
+    if tuple(shape) != (h, w, c):
         raise DataError(f"{source}: {name} images must be {h}×{w}×{c} (H×W×C), got {shape[0]}×{shape[1]}×{shape[2]}")
-    if entry.num_classes is not None and len(a["classes"]) != entry.num_classes:
-        raise DataError(f"{source}: {name} has {entry.num_classes} classes, the file's classes array "
+    if len(a["classes"]) != entry.classes:
+        raise DataError(f"{source}: {name} has {entry.classes} classes, the file's classes array "
                         f"{len(a['classes'])}")
 
 

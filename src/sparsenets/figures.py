@@ -454,7 +454,7 @@ def freezing(runs: pd.DataFrame, density: float | None = None) -> plt.Figure:
     full_key = full["model"] + " / " + full["dataset"]
     fig, axes = _panel_grid(len(networks), width=6)
     ks = sorted(frozen["freeze_epoch"].unique())
-    frozen_style, dnw = style("dnw-freeze"), style("dnw")
+    frozen_style, dnw = style("dnw-freezeK"), style("dnw")
     entries = [("DNW, structure frozen after k epochs",
                 Line2D([], [], color=frozen_style.color, marker=frozen_style.marker, markersize=5))]
     for ax, network in zip(axes, networks):

@@ -21,31 +21,19 @@ import torch
 import yaml
 from torch.nn import functional as F
 
+from . import catalogue
 from . import study as grid
 from .models import build_model
 from .optim import SGD
 
-# Training images per second on one A100 (bf16 autocast and channels_last, as recipes use on CUDA;
-# batch 128, 32x32 RGB). ASSUMED, not measured: scaled from public CIFAR timings of these networks
-# (about 6 s per ResNet-18 epoch); small nets are bound by kernel launches, not FLOPs. Smaller images
-# than 32x32 make these figures an upper bound. `plan --calibrate results/` replaces them by measurements.
-GPU_IMAGES_PER_S = {
-    "mlp": 100_000, "convnet": 40_000, "resnet20": 25_000,
-    "vgg19": 10_000, "vgg19-nobn": 11_000, "resnet18": 8_000,
-    "resnet18-tin": 2_000, "vgg19-tin": 2_500, "vgg19-nobn-tin": 2_750,  # 64x64: a quarter of the 32x32 figure
-}
+# Training images per second on one GPU: each model's `gpu_images_per_s` in sparsenets.catalogue, ASSUMED for an
+# A100 (bf16 autocast and channels_last, as recipes use on CUDA; batch 128, 32x32 RGB), not measured: scaled from
+# public CIFAR timings of these networks (about 6 s per ResNet-18 epoch); small nets are bound by kernel launches,
+# not FLOPs. Smaller images than 32x32 make these figures an upper bound. `plan --calibrate results/` replaces
+# them by measurements.
+GPU_IMAGES_PER_S = {m.name: m.gpu_images_per_s for m in catalogue.MODELS.values()}
 ASSUMED_GPU = "A100"
 EVAL_SPEEDUP = 3  # a test image costs a forward pass, about a third of a training step (3-4x on CPU here)
-
-# (train images, test images, input shape, classes) of what `sparsenets.data.prepare` writes.
-DATASET_SIZES = {
-    "cifar10": (50_000, 10_000, (3, 32, 32), 10),
-    "cifar100": (50_000, 10_000, (3, 32, 32), 100),
-    "mnist": (60_000, 10_000, (1, 28, 28), 10),
-    "digits": (1_438, 359, (1, 8, 8), 10),
-    "synthetic": (2_000, 500, (3, 16, 16), 10),
-    "tiny-imagenet": (100_000, 10_000, (3, 64, 64), 200),  # its validation images are the test set
-}
 
 KINDS = {"mask": "masks", "imp_mask": "IMP masks", "mask_layer_matched": "matched masks", "train": "training",
          "train_dense": "dense", "train_reinit": "reinit", "train_prune": "mag prune", "sensitivity": "sensitivity"}
@@ -116,10 +104,13 @@ def _throughput(step: Callable[[], None], batch: int, steps: int) -> float:
 
 
 def dataset_facts(name: str) -> tuple[int, int, tuple[int, int, int], int]:
-    """Sizes known without the data: a plan comes before any download."""
-    if name not in DATASET_SIZES:
-        raise ValueError(f"no size known for dataset {name!r}; known: {', '.join(DATASET_SIZES)}")
-    return DATASET_SIZES[name]
+    """(train images, test images, input shape, classes), known without the data (its catalogue entry): a plan
+    comes before any download."""
+    if name not in catalogue.DATASETS:
+        raise ValueError(f"no size known for dataset {name!r} (sparsenets.catalogue); known: "
+                         f"{', '.join(catalogue.DATASETS)}")
+    d = catalogue.DATASETS[name]
+    return d.train, d.test, d.shape, d.classes
 
 
 def epoch_cost(dataset: str, model: str, recipe: dict, measured: Mapping[str, tuple[float, int]] | None = None
@@ -142,7 +133,7 @@ def epoch_cost(dataset: str, model: str, recipe: dict, measured: Mapping[str, tu
         return EpochCost(dataset, model, cpu, seconds, cpu_source, f"measured on {kind} in {runs} run(s)")
     images = GPU_IMAGES_PER_S.get(model)
     if images is None:
-        raise ValueError(f"no assumed GPU throughput for model {model!r}; add it to GPU_IMAGES_PER_S")
+        raise ValueError(f"no assumed GPU throughput for model {model!r}: it has no entry in sparsenets.catalogue")
     n_train, n_test = _images(dataset, recipe)
     return EpochCost(dataset, model, cpu, n_train / images + n_test / (EVAL_SPEEDUP * images), cpu_source)
 

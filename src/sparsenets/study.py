@@ -28,14 +28,14 @@ from dataclasses import dataclass, field
 from itertools import product
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
-# sparsenets.topology's registry, static left out (tests/test_study.py checks); the workflow passes the registry's.
-TOPOLOGIES = ("dnw", "rigl")
-LIKE = "random-like-"  # random-like-M: random wiring with the per-layer densities of M's final structure
-FROZEN = re.compile(r"dnw-freeze(\d+)")  # DNW whose structure is frozen after k epochs (the freezing study)
-FIRST_LAYER_DENSE = ("random", "random-erk")  # the uniform methods a first-layer-dense layer policy changes
-NESTED = ("phew-res",)  # sparsenets.pruning's nested methods: each density grows from the next sparser one's mask
-MAG = "mag"  # magnitude pruning after training (PHEW's MAG reference): dense run, gradual pruning, retraining
-GRADUAL = "gradual-magnitude"  # the topology of mag's pruning phase (sparsenets.topology.gradual)
+from . import catalogue
+from .catalogue import GRADUAL, LIKE, MAG
+
+# What each method is comes from the catalogue (sparsenets.catalogue; its registries register against it).
+TOPOLOGIES = tuple(catalogue.of_kind("topology"))  # the topologies a study may list (static and phases left out)
+FROZEN = re.compile(catalogue.METHODS["dnw-freezeK"].pattern)  # DNW frozen after k epochs (the freezing study)
+FIRST_LAYER_DENSE = tuple(m.name for m in catalogue.METHODS.values() if m.first_layer_dense)  # uniform methods
+NESTED = tuple(m.name for m in catalogue.METHODS.values() if m.nested)  # each density grown from the next sparser
 ORIGINAL = "original"  # a run itself (VARIANTS[0]): its name has no variant folder, its tags say "original"
 VARIANTS = (ORIGINAL, "reinit", "prune")  # a run, its structure retrained from fresh weights, mag's pruning phase
 DENSE = "1"  # the density of the dense run IMP starts from: random at density 1
@@ -345,18 +345,16 @@ class Study:
 
 def plan(method: str, options: Mapping[str, Any], topologies: Sequence[str] = TOPOLOGIES,
          dynamic_init: str = "random") -> Plan:
-    """What kind a method is, the mask it starts from, and its topology with the topology's options."""
-    frozen = FROZEN.fullmatch(method)
-    if frozen:
-        return Plan("frozen-dnw", dynamic_init, "dnw", {"freeze_epoch": int(frozen[1])})
-    if method in topologies:
-        return Plan("topology", dynamic_init, method, dict(options))
-    if method == "imp":
-        return Plan("imp", method, "static", {})
-    if method == MAG:
-        return Plan("mag", method, "static", {})
-    if method.startswith(LIKE):
-        return Plan("layer-matched", method, "static", {})
+    """What kind a method is (its catalogue entry's; a name the catalogue lacks is a pruning method), the mask it
+    starts from, and its topology with the topology's options."""
+    entry = catalogue.method(method)
+    kind = "topology" if method in topologies else entry.kind if entry else "pruning"
+    if kind == "frozen-dnw":
+        return Plan(kind, dynamic_init, "dnw", {"freeze_epoch": int(FROZEN.fullmatch(method)[1])})
+    if kind == "topology":
+        return Plan(kind, dynamic_init, method, dict(options))
+    if kind in ("imp", "mag", "layer-matched"):
+        return Plan(kind, method, "static", {})
     return Plan("pruning", method, "static", {})
 
 
@@ -428,12 +426,16 @@ def only_studies(config: Mapping[str, Any], preset: str, available: Sequence[str
     return names
 
 
-def check_names(config: Mapping[str, Any], known: Mapping[str, Sequence[str]], preset: str | None = None) -> None:
-    """Unknown models, methods and datasets fail here, naming the key (`known`: `python -m sparsenets names`)."""
+def check_names(config: Mapping[str, Any], known: Mapping[str, Sequence[str]] | None = None,
+                preset: str | None = None) -> None:
+    """Unknown models, methods and datasets fail here, naming the key (`known`: the registries' names as
+    `catalogue.names()` gives them, by default)."""
+    known = catalogue.names() if known is None else known
+    composed = catalogue.of_kind("imp", "mag")  # methods the grid composes from the registries' parts
     for study in studies(config, preset):
         spec = study.spec
         for key in ("models", "methods", "datasets"):
-            names = list(known[key]) + (["imp", MAG, *known["topologies"]] if key == "methods" else [])
+            names = list(known[key]) + ([*composed, *known["topologies"]] if key == "methods" else [])
             for name in spec.get(key, []):
                 if key == "methods" and name.startswith(LIKE):
                     source = name.removeprefix(LIKE)
@@ -654,7 +656,7 @@ class Grid:
 
 def expand(config: Mapping[str, Any], preset: str | None = None, topologies: Sequence[str] = TOPOLOGIES) -> list[Job]:
     """Every job of a preset (the config's own by default): what `snakemake` runs from scratch, rule by rule.
-    `topologies`: the topology registry's names (sparsenets.topology, static left out)."""
+    `topologies`: the topologies a study may list (the catalogue's, by default)."""
     grid = Grid(config, topologies)
     chosen = studies(config, preset)
     grid.tracking([s.name for s in chosen])

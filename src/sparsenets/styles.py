@@ -4,48 +4,19 @@ matplotlib-free, so tables and the report use it without drawing anything).
 Methods come in families, each with its own hue: random wirings grey (random-like-M a grey tinted towards
 M's hue, so C4's pair imp / random-like-imp never looks alike), saliency at init (magnitude, SNIP, GraSP)
 earthy, SynFlow blue, PHEW red, IMP orange, DNW green, RigL purple, mag black and dashed. Within a family,
-shades and markers differ; every method has its own marker. A method added to a registry needs one entry in
-`STYLES`; until it has one it gets a spare style chosen from its name, the same everywhere.
+shades and markers differ; every method has its own marker. Each method's style is part of its entry in
+`sparsenets.catalogue`; a method without one gets a spare style chosen from its name, the same everywhere.
 """
 from __future__ import annotations
 
 import re
 import zlib
-from dataclasses import dataclass
 from typing import Iterable
 
+from .catalogue import METHODS, Style
 
-@dataclass(frozen=True)
-class Style:
-    """How one method is drawn in every figure."""
-
-    color: str
-    marker: str
-    dashes: tuple[float, ...] = ()  # () solid; a reference (mag) is dashed
-    family: str = ""
-
-
-STYLES: dict[str, Style] = {  # the order is the legend's, the tables' and the drawing order
-    "random": Style("#404040", "o", family="random"),
-    "random-erk": Style("#9a9a9a", "v", family="random"),
-    "magnitude": Style("#8c564b", "s", family="saliency"),
-    "mag": Style("#000000", "x", (5, 2), family="after training"),  # the upper reference, dashed
-    "snip": Style("#17becf", "D", family="saliency"),
-    "grasp": Style("#bcbd22", "P", family="saliency"),
-    "synflow": Style("#1f4e9c", "^", family="synflow"),
-    "synflow-l2": Style("#6baed6", ">", family="synflow"),
-    "phew": Style("#d62728", "*", family="phew"),
-    "phew-reinit": Style("#ff9896", "X", family="phew"),
-    "phew-res": Style("#e377c2", "h", family="phew"),
-    "imp": Style("#ff7f0e", "p", family="imp"),
-    "dnw": Style("#2ca02c", "d", family="dnw"),
-    "rigl": Style("#8e52c4", "H", family="rigl"),
-    "random-like-imp": Style("#a08c78", "8", family="random"),  # grey tinted orange
-    "random-like-dnw": Style("#6f8f6f", "<", family="random"),  # grey tinted green
-    "random-like-rigl": Style("#857a96", "1", family="random"),  # grey tinted purple
-    "dnw-freeze": Style("#00441b", "o", family="dnw"),  # DNW with its structure frozen after k epochs (any k)
-}
-FAMILIES = {re.compile(r"dnw-freeze\d+"): "dnw-freeze"}  # method names that share one entry
+STYLES: dict[str, Style] = {m.name: m.style for m in METHODS.values() if m.style}  # the catalogue's, in its order
+FAMILIES = {re.compile(m.pattern): m.name for m in METHODS.values() if m.pattern and m.style}  # one entry, many names
 SPARE_COLORS = ("#393b79", "#637939", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1")
 SPARE_MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*")
 

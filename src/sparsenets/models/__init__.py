@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .. import catalogue
 from .convnet import ConvNet
 from .mlp import MLP
 from .resnet import resnet18, resnet18_tin, resnet20
@@ -31,6 +32,7 @@ MODELS: dict[str, Builder] = {
     "mlp": lambda classes, shape: MLP(classes, shape),
     "convnet": lambda classes, shape: ConvNet(classes, shape),
 }
+catalogue.registered(MODELS, catalogue.MODELS, "model")  # what a model is: its catalogue entry
 
 
 def build_model(name: str, num_classes: int, input_shape: tuple[int, int, int], seed: int | None = None) -> nn.Module:

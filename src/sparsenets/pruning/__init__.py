@@ -1,7 +1,8 @@
 """Pruning at initialisation: every method builds a Mask from a freshly initialised model.
 
-One signature for all: `build(model, density, inputs) -> Mask`. Methods register themselves by
-name; `build_mask` is the only entry point the rest of the package uses.
+One signature for all: `build(model, density, inputs) -> Mask`. Methods register themselves by the name of
+their entry in `sparsenets.catalogue`, which holds what the method is (needs data, nested, fresh weights) and
+names its module here; `build_mask` is the only entry point the rest of the package uses.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
+from .. import catalogue
 from ..masks import Mask, check_density
 
 
@@ -41,21 +43,25 @@ class Method:
 
 
 METHODS: dict[str, Method] = {}
-_MODULES = ["random", "magnitude", "snip", "grasp", "synflow", "phew"]
 
 
-def register(name: str, *, needs_data: bool = False, fresh_weights: bool = False,
-             nested: bool = False) -> Callable[[Builder], Builder]:
+def register(name: str) -> Callable[[Builder], Builder]:
+    """Register `name`'s builder; what the method is comes from its catalogue entry (a pruning method's)."""
+    entry = catalogue.entry(catalogue.METHODS, name, "pruning method")
+    if entry.kind != "pruning":
+        raise ValueError(f"pruning method {name!r}: its catalogue entry is of kind {entry.kind!r}, not 'pruning'")
+
     def deco(fn: Builder) -> Builder:
-        METHODS[name] = Method(name, fn, needs_data, fresh_weights, nested)
+        METHODS[name] = Method(name, fn, entry.needs_data, entry.fresh_weights, entry.nested)
         return fn
 
     return deco
 
 
 def load_all() -> None:
-    for mod in _MODULES:
-        importlib.import_module(f"{__name__}.{mod}")
+    """Import the module of every pruning method in the catalogue: each registers its builders."""
+    for module in dict.fromkeys(catalogue.METHODS[n].module for n in catalogue.of_kind("pruning")):
+        importlib.import_module(f"{__name__}.{module}")
 
 
 def get_method(name: str) -> Method:

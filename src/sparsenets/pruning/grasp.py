@@ -10,7 +10,7 @@ from . import PruneInputs, register
 from .snip import pruning_batches
 
 
-@register("grasp", needs_data=True)
+@register("grasp")
 def grasp(model: nn.Module, density: float, inputs: PruneInputs) -> Mask:
     """Score w * (H g) on the loss of logits / temperature (200), keep the highest.
 

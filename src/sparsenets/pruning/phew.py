@@ -149,7 +149,7 @@ def take_walks(kept: Tensor, walk: Tensor, ids: Tensor, walks: int, need: int) -
     return taken, int(gained[taken - 1])
 
 
-@register("phew-reinit", fresh_weights=True)
+@register("phew-reinit")
 @register("phew")
 def phew(model: nn.Module, density: float, inputs: PruneInputs) -> Mask:
     """Option `walkers` (default 16384): walks drawn per batch. It trades memory for speed; the rule
@@ -157,7 +157,7 @@ def phew(model: nn.Module, density: float, inputs: PruneInputs) -> Mask:
     return _grow(model, density, inputs, None)
 
 
-@register("phew-res", nested=True)
+@register("phew-res")
 def phew_res(model: nn.Module, density: float, inputs: PruneInputs) -> Mask:
     """PHEW's nested variant (the reference code's PHEW_Res): densities are built from the sparsest up, and
     each one's walks start from the next sparser mask (`inputs.start`) and only add weights, so every mask of

@@ -18,7 +18,7 @@ def pruning_batches(inputs: PruneInputs) -> list[tuple[Tensor, Tensor]]:
     return list(zip(x.split(size), y.split(size)))
 
 
-@register("snip", needs_data=True)
+@register("snip")
 def snip(model: nn.Module, density: float, inputs: PruneInputs) -> Mask:
     """Score |g * w| with g the cross-entropy gradient summed over the batches. BN runs in train
     mode (batch statistics) as for GraSP: at init its running statistics are placeholders."""

@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
+from .. import catalogue
 from ..masks import Mask, prunable
 from ..optim import SGD
 
@@ -37,7 +38,7 @@ class Topology:
 
     name = "static"
     starts_dense = False  # DNW begins from every weight of the init; the others from the masked init
-    method = True  # a study may list it as a method; False: a phase of another method (mag's gradual pruning)
+    method = True  # a study may list it as a method; False: a phase of another method (register: the catalogue's kind)
 
     def __init__(self, model: nn.Module, mask: Mask, optimizer: SGD, schedule: Schedule,
                  **options: Any) -> None:
@@ -92,12 +93,17 @@ class Topology:
 
 
 TOPOLOGIES: dict[str, Callable[..., Topology]] = {"static": Topology}
-_MODULES = ["dnw", "rigl", "gradual"]
 
 
 def register(name: str) -> Callable[[type[Topology]], type[Topology]]:
+    """Register a topology under the name of its catalogue entry: a method a study may list (kind topology) or
+    a phase of another method (kind phase: mag's gradual pruning)."""
+    entry = catalogue.entry(catalogue.METHODS, name, "topology")
+    if entry.kind not in ("topology", "phase"):
+        raise ValueError(f"topology {name!r}: its catalogue entry is of kind {entry.kind!r}, not topology or phase")
+
     def deco(cls: type[Topology]) -> type[Topology]:
-        cls.name = name
+        cls.name, cls.method = name, entry.kind == "topology"
         TOPOLOGIES[name] = cls
         return cls
 
@@ -105,8 +111,9 @@ def register(name: str) -> Callable[[type[Topology]], type[Topology]]:
 
 
 def load_all() -> None:
-    for mod in _MODULES:
-        importlib.import_module(f"{__name__}.{mod}")
+    """Import the module of every topology in the catalogue: each registers its class."""
+    for module in dict.fromkeys(catalogue.METHODS[n].module for n in catalogue.of_kind("topology", "phase")):
+        importlib.import_module(f"{__name__}.{module}")
 
 
 def make_topology(name: str, model: nn.Module, mask: Mask, optimizer: SGD, schedule: Schedule,

@@ -25,7 +25,6 @@ def pruned_fraction(epoch: int, epochs: int, final: float) -> float:
 class GradualMagnitude(Topology):
     """Option `density`: the kept fraction after the last epoch (exact: the same rounding as every mask)."""
 
-    method = False  # a phase of mag's recipe, not a structure a study may train from a mask
 
     def __init__(self, model: nn.Module, mask: Mask, optimizer: SGD, schedule: Schedule,
                  density: float | None = None) -> None:
