@@ -437,12 +437,14 @@ def test_cli_claims_runs_on_csvs_with_options(tmp_path):
     for name, table in defaults().items():
         paths[name] = tmp_path / f"{name}.csv"
         table.to_csv(paths[name], index=False)
-    options = json.dumps({"phew": {"claim_density_max": 0.11}, "deconstructing": {
-        "focus_density": 0.05, "freeze_claim_epoch": 1, "equivalence_margin": 0.01}})
-    cmd = [sys.executable, "-m", "sparsenets", "claims", "--study", "phew", "phew", f"runs={paths['phew_runs']}",
-           f"layers={paths['phew_layers']}", "--study", "deconstructing", "deconstructing",
-           f"runs={paths['dec_runs']}", f"sensitivity={paths['dec_sens']}", f"overlap={paths['dec_overlap']}",
-           "--preset", "test", "--options", options,
+    studies = json.dumps({
+        "phew": {"protocol": "phew", "tables": {"runs": str(paths["phew_runs"]), "layers": str(paths["phew_layers"])},
+                 "options": {"claim_density_max": 0.11}},
+        "deconstructing": {"protocol": "deconstructing",
+                           "tables": {"runs": str(paths["dec_runs"]), "sensitivity": str(paths["dec_sens"]),
+                                      "overlap": str(paths["dec_overlap"])},
+                           "options": {"focus_density": 0.05, "freeze_claim_epoch": 1, "equivalence_margin": 0.01}}})
+    cmd = [sys.executable, "-m", "sparsenets", "claims", "--studies", studies, "--preset", "test",
            "--md", tmp_path / "claims.md", "--csv", tmp_path / "claims.csv"]
     out = subprocess.run([str(c) for c in cmd], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
@@ -452,7 +454,8 @@ def test_cli_claims_runs_on_csvs_with_options(tmp_path):
 
     from sparsenets.cli import main
 
-    rc = main(["claims", "--study", "phew", "phew", "--options", '{"phew": {"bogus": 1}}', "--md", str(tmp_path / "m.md"), "--csv", str(tmp_path / "c.csv")])
+    bogus = json.dumps({"phew": {"protocol": "phew", "tables": {}, "options": {"bogus": 1}}})
+    rc = main(["claims", "--studies", bogus, "--md", str(tmp_path / "m.md"), "--csv", str(tmp_path / "c.csv")])
     assert rc == 1
 
 
