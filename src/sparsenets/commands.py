@@ -350,6 +350,11 @@ def _words(value: str | tuple | list) -> tuple[str, ...]:
     return tuple(value.split()) if isinstance(value, str) else tuple(value)
 
 
+def _object(value: str | Mapping[str, Any]) -> dict:
+    """A JSON-object param, given as a mapping or as its JSON text."""
+    return json.loads(value) if isinstance(value, str) else dict(value)
+
+
 def _file(value: str | tuple) -> str:
     """An optional input: "" where the job has none (an empty tuple)."""
     return value if isinstance(value, str) else ""
@@ -361,20 +366,20 @@ def _mask(job: "Job") -> Mask:
     return Mask(dataset=run.dataset, data=job.inputs["data"], model=run.model,
                 method="random-like" if layer_matched else run.method, density=float(run.density),
                 seed=int(run.seed), device="cpu" if layer_matched else params["device"],
-                options=json.loads(params["options"]), previous=_file(job.inputs.get("previous", ())), out=job.output)
+                options=_object(params["options"]), previous=_file(job.inputs.get("previous", ())), out=job.output)
 
 
 def _train(job: "Job") -> Train:
     run, params = job.run, job.params
     return Train(study=job.study, dataset=run.dataset, data=job.inputs["data"], model=run.model, method=run.method,
                  density=float(run.density), seed=int(run.seed), device=params["device"], mask=job.inputs["mask"],
-                 out_dir=params["out_dir"], recipe=json.loads(params["recipe"]), variant=run.variant or "original",
-                 topology=params["topology"], topology_options=json.loads(params["options"]),
+                 out_dir=params["out_dir"], recipe=_object(params["recipe"]), variant=run.variant or "original",
+                 topology=params["topology"], topology_options=_object(params["options"]),
                  init_weights=_file(job.inputs["init"]), rewind_step=_rewind_step(params))
 
 
 def _rewind_step(params: Mapping[str, Any]) -> int | None:
-    """The dense run's rewind step: params["rewind_step"], or the `--rewind-step N` fragment study.py spelled."""
+    """The dense run's rewind step: params["rewind_step"] (or the `--rewind-step N` fragment spelled before)."""
     if "rewind_step" in params:
         return params["rewind_step"]
     words = params.get("rewind", "").split()
@@ -389,7 +394,8 @@ def _sensitivity(job: "Job") -> Sensitivity:
 
 
 def _grouped(text: str) -> dict[str, list[str]]:
-    """`--study NAME WORD ... --study NAME ...`, as study.py spelled a list per study: NAME -> its words."""
+    """`--study NAME WORD ... --study NAME ...`, a list per study as study.py spelled it before its params carried
+    the list itself (claims, mlflow_summary): NAME -> its words."""
     out: dict[str, list[str]] = {}
     for part in text.split("--study")[1:]:
         name, *words = part.split()
@@ -398,13 +404,14 @@ def _grouped(text: str) -> dict[str, list[str]]:
 
 
 def _claims(job: "Job") -> Claims:
-    studies = job.params["studies"]
-    options = json.loads(job.params["options"])
+    """params: studies, each {"protocol", "tables", "options"}, and the preset (or, spelled before, `--study NAME
+    PROTOCOL TABLE=PATH ...` with the options apart)."""
+    params, studies = job.params, job.params["studies"]
     if isinstance(studies, str):
-        studies = {name: {"protocol": words[0], "tables": dict(w.split("=", 1) for w in words[1:])}
-                   for name, words in _grouped(studies).items()}
-    studies = {name: {**s, "options": options.get(name, {})} for name, s in studies.items()}
-    return Claims(studies=studies, preset=job.params.get("preset", ""), data=_words(job.inputs["data"]),
+        options = _object(params["options"])
+        studies = {name: {"protocol": words[0], "tables": dict(w.split("=", 1) for w in words[1:]),
+                          "options": options.get(name, {})} for name, words in _grouped(studies).items()}
+    return Claims(studies=dict(studies), preset=params.get("preset", ""), data=_words(job.inputs["data"]),
                   md=job.outputs["md"], csv=job.outputs["csv"])
 
 
@@ -429,8 +436,8 @@ _BUILDERS: dict[str, Any] = {
     "paper_table": lambda job: PaperTable(runs=job.inputs["table"], study=job.study, preset=job.params["preset"],
                                           csv=job.outputs["csv"], tex=job.outputs["tex"]),
     "figure": lambda job: Figure(figure=job.key.split("/", 1)[1], tables=_words(job.inputs["tables"]),
-                                 out=(job.outputs["png"], job.outputs["pdf"]), options=json.loads(job.params["options"])),
-    "report": lambda job: Report(context=json.loads(job.params["context"]), out=job.output),
+                                 out=(job.outputs["png"], job.outputs["pdf"]), options=_object(job.params["options"])),
+    "report": lambda job: Report(context=_object(job.params["context"]), out=job.output),
 }
 
 
