@@ -74,8 +74,8 @@ def test_table_figure_and_claims_jobs_import_no_torch(tmp_path):
                                                  "history": [{"epoch": 1, "test_acc": 0.8, "train_loss": 0.3}]}))
     jobs = {"table": ["table", "--kind", "runs", "--out", "runs.csv", *map(str, files)],
             "figure": ["figure", "accuracy_vs_density", "--tables", "runs.csv", "--out", "acc.png", "acc.pdf"],
-            "claims": ["claims", "--study", "phew", "phew", "runs=runs.csv", "--md", "claims.md",
-                       "--csv", "claims.csv"]}
+            "claims": ["claims", "--studies", json.dumps({"phew": {"protocol": "phew", "tables": {"runs": "runs.csv"}}}),
+                       "--md", "claims.md", "--csv", "claims.csv"]}
     for job, args in jobs.items():  # in this order: each job reads what the one before wrote
         modules = _imported_modules(args, tmp_path)
         assert "pandas" in modules, job

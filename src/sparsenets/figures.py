@@ -29,6 +29,7 @@ from matplotlib.ticker import MaxNLocator, NullFormatter  # noqa: E402
 
 from .io import atomic_path  # noqa: E402
 from .labels import label  # noqa: E402
+from .study import ORIGINAL  # noqa: E402
 from .styles import FAMILIES, STYLES, Style, ordered, style  # noqa: E402,F401  (one style per method: styles.py)
 
 FigureFn = Callable[..., plt.Figure]
@@ -334,7 +335,7 @@ def reinit(runs: pd.DataFrame) -> plt.Figure:
     (dashed), then claim C4's two comparisons as C4 tests them, fresh weights only: (a) IMP against random-like-IMP,
     (b) DNW and RigL against random; mean ± std over seeds (Deconstructing Fig. 1)."""
     runs = runs[_unfrozen(runs)]
-    runs = runs.assign(weights=runs["variant"].map({"original": "own weights", "reinit": "fresh weights (reinit)"}))
+    runs = runs.assign(weights=runs["variant"].map({ORIGINAL: "own weights", "reinit": "fresh weights (reinit)"}))
     key, networks = _facets(runs)
     fig, grid = plt.subplots(len(networks), 1 + len(C4_PANELS), figsize=(4.2 * (1 + len(C4_PANELS)),
                              3.6 * len(networks)), squeeze=False)
@@ -449,7 +450,7 @@ def freezing(runs: pd.DataFrame, density: float | None = None) -> plt.Figure:
     the rows with a freeze_epoch, whatever their method is called."""
     frozen, target = _nearest(runs[~_unfrozen(runs)], density)
     full = runs[(runs["method"] == "dnw") & _unfrozen(runs) & (runs["density"] == target)
-                & (runs["variant"] == "original")]
+                & (runs["variant"] == ORIGINAL)]
     key, networks = _facets(frozen)
     full_key = full["model"] + " / " + full["dataset"]
     fig, axes = _panel_grid(len(networks), width=6)

@@ -15,6 +15,9 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
+from . import study
+from .study import TEMPLATES, Run
+
 
 class DamagedFile(ValueError):
     """A file another job wrote cannot be read; the message names it, its rule and the fix."""
@@ -23,9 +26,7 @@ class DamagedFile(ValueError):
 def producer(path: str | os.PathLike) -> str | None:
     """The Snakemake rule that writes `path`, from its place in the results layout (`study.producer`); None
     outside it."""
-    from .study import producer as rule_of
-
-    return rule_of(path)
+    return study.producer(path)
 
 
 def damaged(path: str | os.PathLike, what: str, reason: str) -> DamagedFile:
@@ -63,7 +64,8 @@ KINDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
 # What a reader expects, by the `what` it names files with.
 EXPECTED = {
     "mask file": "a mask file: a torch file holding 'masks' (layer name -> 0/1 tensor) and 'meta', as the rules mask "
-                 "and train write (results/{study}/masks/.../mask.pt, or a run's mask.pt)",
+                 f"and train write ({TEMPLATES['mask'].format(results='results', study='{study}', run=Run.pattern())}, "
+                 "or a run's mask.pt)",
     "trained weights": "a model's weights: a state_dict (parameter name -> tensor), a run's model.pt",
     "initial weights": "a model's weights: a state_dict (parameter name -> tensor), init.pt or rewind.pt",
     "run metrics": "a run's metrics.json, holding 'spec' and 'history'",

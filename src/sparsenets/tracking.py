@@ -27,6 +27,7 @@ from typing import Any, Callable, Mapping, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from .io import disk_full
+from .study import ORIGINAL
 
 URI_ENV = "SPARSENETS_TRACKING_URI"
 PRESET_ENV = "SPARSENETS_PRESET"  # set by the workflow (workflow/rules/common.smk)
@@ -268,7 +269,7 @@ def run_name(method: str, density: str, seed: int | str, variant: str = "") -> s
     `imp reinit d0.25 s0`, `rl-imp d0.0625 s0`. The dataset and model are the parent's; the job's full
     path is the tag `job`."""
     method = short_method(method)
-    kind = f"{method} {variant}" if variant and variant != "original" else method
+    kind = f"{method} {variant}" if variant and variant != ORIGINAL else method
     return f"{kind} d{density} s{seed}"
 
 
@@ -289,8 +290,8 @@ def density_curves(client: Any, experiment_id: str) -> dict[str, dict[str, int]]
         parent, density = r.data.tags.get(PARENT), r.data.params.get("density")
         acc = r.data.metrics.get("final_test_acc")
         if parent and acc is not None and density and "job" in r.data.tags:
-            variant = r.data.tags.get("variant", "original")
-            key = "final_test_acc" if variant in ("", "original") else f"final_test_acc_{variant}"
+            variant = r.data.tags.get("variant", ORIGINAL)
+            key = "final_test_acc" if variant in ("", ORIGINAL) else f"final_test_acc_{variant}"
             points.setdefault((parent, key, round(float(density) * CURVE_STEP)), []).append(acc)
     per_parent: dict[str, list[Any]] = {}
     for (parent, key, step), accs in sorted(points.items()):
