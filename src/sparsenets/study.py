@@ -10,9 +10,11 @@ prices them, tests and benchmarks read them.
 
 A study is data: its `protocol` (`PROTOCOLS`) decides which tables, figures and claims it yields, and its grid
 (datasets, models, methods, densities or IMP levels, seeds, recipe) which runs. Decided here and nowhere else:
-how a density is spelled, IMP's levels and chain, what kind a method is (a pruning method, a topology, IMP,
-random-like-M, frozen DNW), the mask a topology starts from, the layer policy's option, which runs get
-sensitivity curves (the focus density's), and the options of figures and claims.
+how a density is spelled, a run's identity (`Run`: its name, folder, tags and MLflow parent) and the files'
+layout (`TEMPLATES`, read back by `locate`), IMP's levels and chain, how each kind of method trains (a pruning
+method, a topology, IMP, random-like-M, frozen DNW: the kind is its entry's in `sparsenets.catalogue`), the mask
+a topology starts from, the layer policy's option, which runs get sensitivity curves (the focus density's), and
+the options of figures and claims.
 
 No torch, no Snakemake: expanding the paper preset takes milliseconds.
 """

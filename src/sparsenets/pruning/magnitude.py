@@ -1,6 +1,6 @@
 """Magnitude at initialisation: the data-free baseline that looks at nothing but the initial weights.
 
-Registered as `magnitude`; figures and tables show it as "magnitude at init" (sparsenets.labels), apart
+Registered as `magnitude`; figures and tables show it as "magnitude at init" (its catalogue label), apart
 from magnitude pruning after training (PHEW's MAG reference)."""
 from __future__ import annotations
 
