@@ -35,7 +35,8 @@ class LogHandler(LogHandlerBase):
     def __post_init__(self) -> None:
         self.progress = Progress()
         self.interval = self.settings.interval if self.settings is not None else 10.0
-        self.printed_at, self.printed_stage, self.inline = float("-inf"), None, sys.stderr.isatty()
+        self.stream = sys.stdout if getattr(self.common_settings, "stdout", False) else sys.stderr  # as Snakemake's
+        self.printed_at, self.printed_stage, self.inline = float("-inf"), None, self.stream.isatty()
 
     def emit(self, record: LogRecord) -> None:
         try:
@@ -62,8 +63,8 @@ class LogHandler(LogHandlerBase):
         stage, now = self.progress.current_stage(), time.monotonic()
         line = f"[{time.strftime('%H:%M:%S')}] {self.progress.line()}"
         if self.inline:
-            sys.stderr.write("\r\033[K" + line + ("\n" if stage != self.printed_stage else ""))
-            sys.stderr.flush()
+            self.stream.write("\r\033[K" + line + ("\n" if stage != self.printed_stage else ""))
+            self.stream.flush()
         elif stage != self.printed_stage or now - self.printed_at >= self.interval or stage == "done":
             self._print(line)
         else:
@@ -73,7 +74,7 @@ class LogHandler(LogHandlerBase):
     def _print(self, text: str) -> None:
         if self.inline:
             text = "\r\033[K" + text
-        print(text, file=sys.stderr, flush=True)
+        print(text, file=self.stream, flush=True)
 
     @property
     def writes_to_stream(self) -> bool:
