@@ -37,7 +37,8 @@ def snakemake(workdir: Path, *args: str, check: bool = True, env: dict | None = 
     """The real snakemake CLI on the repo's workflow, run in `workdir`."""
     config = ["--configfile", str(REPO / "config.yaml")] if configfile else []
     cmd = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), *config, "--directory", str(workdir), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=1500,
+    # a guard against a hang, not a speed bound: the tiny pipeline took over 25 min beside three other pipelines here
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=3000,
                           stdin=subprocess.DEVNULL)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
