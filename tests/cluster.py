@@ -310,8 +310,19 @@ def start_postgres(services: Services, password: str) -> dict[str, str]:
     settings = {"listen_addresses": "127.0.0.1", "unix_socket_directories": sock, "fsync": "off"}  # throwaway data
     options = [arg for key, value in settings.items() for arg in ("-c", f"{key}={value}")]
     services.start("postgres", [str(pg / "postgres"), "-D", str(data), "-p", str(port), *options], user=user, cwd=root)
-    services.wait_until(lambda: (sock / f".s.PGSQL.{port}").exists(), 30, "postgres socket")
-    with closing(psycopg2.connect(host=str(sock), port=port, user="postgres", dbname="postgres")) as conn:
+    def connect():
+        return psycopg2.connect(host=str(sock), port=port, user="postgres", dbname="postgres")
+
+    def accepts() -> bool:
+        """The socket appears before recovery ends ("the database system is starting up"): wait for a session."""
+        try:
+            connect().close()
+            return True
+        except psycopg2.OperationalError:
+            return False
+
+    services.wait_until(accepts, 60, "postgres accepting connections")
+    with closing(connect()) as conn:
         conn.autocommit = True  # CREATE DATABASE cannot run in a transaction
         with conn.cursor() as cur:
             cur.execute("CREATE ROLE mlflow LOGIN PASSWORD %s", (password,))

@@ -43,10 +43,10 @@ def job_runs(db: Path) -> list[tuple[str, str, str]]:
 
 @pytest.mark.e2e
 def test_parallel_jobs_on_the_default_sqlite_store_end_with_one_finished_run_each(tiny_run):
-    """The tiny pipeline runs TINY_CORES jobs at once (conftest; 16 asked for by issue 23): every training job
+    """The tiny pipeline runs TINY_CORES (16) jobs at once (conftest): every training job
     has one FINISHED run and no job (nor Snakemake) met "database is locked" (SQLite waits, then
     `tracking._retry` backs off)."""
-    assert TINY_CORES >= 4
+    assert TINY_CORES >= 16
     results = tiny_run / "results"
     jobs = sorted((p.relative_to(results).parts[0], str(p.parent.relative_to(results / p.relative_to(results).parts[0]
                                                                                 / "runs")))

@@ -33,8 +33,10 @@ _FROM_PARTS = {stats.HOLDS: REPRODUCED, stats.CONTRADICTED: NOT_REPRODUCED, stat
 MIN_SPAN = 0.02  # acc(0) − chance below this: a sensitivity curve cannot be normalised
 FOCUS_TOLERANCE = 1e-3  # relative: the table's density taken for the focus density
 METHODS_DOC = "docs/METHODS.md"  # every method, experiment, choice and claim test, described once
+# on every number row, what its verdict says: so the report (and a reader's script) needs claims.csv only
+VERDICT_COLUMNS = ["regime", "robustness", "decide", "claim", "measured", "paper", "setting"]
 NUMBER_COLUMNS = ["study", "id", "network", "verdict", "quantity", "method", "density", "detail", "mean", "ci_low",
-                  "ci_high", "n_seeds", "seeds", "regime", "robustness", "decide"]
+                  "ci_high", "n_seeds", "seeds", *VERDICT_COLUMNS]
 
 RULES = (
     "Statistics: every quantity is measured once per seed and summarised by its mean over seeds and a 95 % "
@@ -976,20 +978,21 @@ def _in_regime(cid: str, table: pd.DataFrame, options: ClaimOptions, found: Find
 
 
 def _row(study: str, cid: str, network: str, found: Finding, setting: str = "") -> dict:
-    extra = {"regime": found.regime, "robustness": _robustness(found), "decide": found.decide}
+    extra = {"regime": found.regime, "robustness": _robustness(found), "decide": found.decide, "claim": CLAIMS[cid],
+             "measured": found.measured, "paper": PAPER_SETTINGS[cid], "setting": setting}
     numbers = [{"study": study, "id": cid, "network": network, "verdict": found.verdict, **n, **extra}
                for n in found.numbers]
-    return {"study": study, "id": cid, "network": network, "claim": CLAIMS[cid], "verdict": found.verdict,
-            "measured": found.measured, "numbers": numbers, **extra, "readings": dict(found.readings),
-            "paper": PAPER_SETTINGS[cid], "setting": setting}
+    return {"study": study, "id": cid, "network": network, "verdict": found.verdict, "numbers": numbers, **extra,
+            "readings": dict(found.readings)}
 
 
 def numbers_frame(claims: Sequence[dict]) -> pd.DataFrame:
     """The tidy number rows of every verdict; a verdict with no numbers gets one row with empty quantity."""
     rows = []
     for c in claims:
-        rows += c.get("numbers") or [{"study": c["study"], "id": c["id"], "network": c["network"],
-                                      "verdict": c["verdict"], **{k: c.get(k, "") for k in NUMBER_COLUMNS[-3:]}}]
+        said = {"study": c["study"], "id": c["id"], "network": c["network"], "verdict": c["verdict"],
+                **{k: c.get(k, "") for k in VERDICT_COLUMNS}}
+        rows += [{**n, **said} for n in c.get("numbers") or [{}]]
     return pd.DataFrame(rows, columns=NUMBER_COLUMNS)
 
 
@@ -1012,7 +1015,8 @@ def _cell(text: Any) -> str:
     return str(text).replace("|", "\\|")
 
 
-def _regime_cell(c: dict) -> str:
+def regime_cell(c: Mapping[str, Any]) -> str:
+    """The regime (🔭 and why, or 'in regime'), then the paper's setting and this run's."""
     head = f"🔭 {c['regime']}" if c.get("regime") else "in regime"
     return f"{head}. Paper: {c.get('paper', '')}. This run: {c.get('setting') or '–'}"
 
@@ -1055,7 +1059,7 @@ def write(claims: list[dict], md_path: str | os.PathLike, csv_path: str | os.Pat
     lines += ["| Study | Claim | Network | Verdict | Regime (paper · this run) | Robustness | Measured |",
               "|---|---|---|---|---|---|---|"]
     lines += [f"| {c['study']} | **{c['id']}** {_cell(c['claim'])} | {c['network'] or '–'} | {MARKS[c['verdict']]} "
-              f"{c['verdict']} | {_cell(_regime_cell(c))} | {_cell(c.get('robustness') or '–')} | "
+              f"{c['verdict']} | {_cell(regime_cell(c))} | {_cell(c.get('robustness') or '–')} | "
               f"{_cell(c['measured'])}" + (f" **To decide:** {_cell(c['decide'])}" if c.get("decide") else "") + " |"
               for c in claims]
     lines += ["", *_matrix(claims), "## The numbers behind each verdict", ""]
@@ -1063,7 +1067,7 @@ def write(claims: list[dict], md_path: str | os.PathLike, csv_path: str | os.Pat
         lines += [f"### {c['id']} · {c['network'] or '–'} · {c['study']}", "", f"{MARKS[c['verdict']]} {c['verdict']}: "
                   f"{c['measured']}", ""]
         lines += [f"*What would decide it:* {c['decide']}", ""] if c.get("decide") else []
-        lines += [f"*Regime:* {_regime_cell(c)}", ""]
+        lines += [f"*Regime:* {regime_cell(c)}", ""]
         if c.get("robustness"):
             lines += [f"*Robustness:* {c['robustness']}", ""]
         if c.get("numbers"):

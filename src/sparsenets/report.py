@@ -22,7 +22,6 @@ import datetime as dt
 import html
 import json
 import os
-import re
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Iterable, Mapping
@@ -30,6 +29,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
+from .claims import VERDICT_COLUMNS, regime_cell
 from .io import write_text
 
 CSS = """
@@ -95,31 +95,17 @@ def dataset_sizes(paths: Mapping[str, str]) -> dict[str, tuple[int, int]]:
     return sizes
 
 
-def claims_rows(csv_path: str, md_path: str) -> list[dict[str, Any]]:
-    """One entry per verdict (study, claim, network): the claim, what was measured and its number rows."""
+def claims_rows(csv_path: str) -> list[dict[str, Any]]:
+    """One entry per verdict (study, claim, network): the claim, what was measured, its regime (with the paper's
+    setting and the run's), robustness and number rows, all from claims.csv (claims.VERDICT_COLUMNS)."""
     _read(csv_path, "claims table")
     numbers = pd.read_csv(csv_path, keep_default_na=False, na_values=[""])
-    said = _md_verdicts(_read(md_path, "claims page").decode("utf-8"))
     out = []
     for (study, cid, network, verdict), rows in numbers.groupby(["study", "id", "network", "verdict"], sort=False,
                                                                 dropna=False):
-        network = "" if pd.isna(network) else str(network)
-        claim, measured, regime, robustness = said.get((study, cid, network or "–"), ("", "", "", ""))
-        out.append({"study": study, "id": cid, "network": network, "verdict": verdict, "claim": claim,
-                    "measured": measured, "regime": regime, "robustness": robustness,
-                    "numbers": rows[rows["quantity"].notna()].to_dict("records")})
-    return out
-
-
-def _md_verdicts(md: str) -> dict[tuple[str, str, str], tuple[str, str, str, str]]:
-    """(study, claim id, network) -> (claim text, what was measured, regime with the paper's and the run's setting,
-    robustness), from claims.md's verdict table (study, claim, network, verdict, regime, robustness, measured)."""
-    out = {}
-    for line in md.splitlines():
-        cells = [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
-        m = re.fullmatch(r"\*\*(\S+)\*\* (.*)", cells[1]) if len(cells) == 7 else None
-        if m:
-            out[(cells[0], m[1], cells[2])] = (m[2], cells[6], cells[4], cells[5])
+        said = {k: "" if pd.isna(v) else str(v) for k, v in rows.iloc[0][VERDICT_COLUMNS].items()}
+        out.append({"study": study, "id": cid, "network": "" if pd.isna(network) else str(network), "verdict": verdict,
+                    **said, "regime": regime_cell(said), "numbers": rows[rows["quantity"].notna()].to_dict("records")})
     return out
 
 
@@ -317,7 +303,7 @@ def build(context: Mapping[str, Any], template: str | None = None, now: dt.datet
 
     now = now or dt.datetime.now(dt.timezone.utc)
     config, preset = context["config"], context["preset"]
-    claims = claims_rows(context["claims"]["csv"], context["claims"]["md"])
+    claims = claims_rows(context["claims"]["csv"])
     sizes = dataset_sizes(context.get("data", {}))
     prov = provenance.collect(preset, context.get("data", {}))
     links = mlflow_links(context.get("summary"))
