@@ -86,7 +86,7 @@ def test_a_mask_and_its_training_run_are_named_by_what_defines_them():
     assert run.inputs == {"data": "data/digits.npz", "mask": mask.output, "init": (),
                           "tracking": "results/.tracking-ready.json"}
     assert json.loads(run.params["recipe"]) == CONFIG["recipes"]["tiny"]
-    assert (run.params["topology"], run.params["options"], run.params["rewind"]) == ("static", "{}", "")
+    assert (run.params["topology"], run.params["options"], run.params["rewind_step"]) == ("static", "{}", None)
     assert run.params["out_dir"] == run.dir and run.log == "results/logs/phew/runs/digits/mlp/synflow/d0.05/s0.log"
 
 
@@ -124,7 +124,7 @@ def test_variant_studies_train_only_what_their_choice_changes_under_the_other_re
     assert jobs[f"train {erk}/digits/convnet/random/d0.25/s0"].inputs["mask"].endswith("/random/d0.25/s0.pt")
     # the global layer policy: random (and so DNW and RigL) prunes the first conv too
     assert jobs[f"mask {flat}/digits/convnet/random/d0.25/s0"].params["options"] == "{}"
-    options = json.loads(jobs["claims"].params["options"])
+    options = {n: s["options"] for n, s in jobs["claims"].params["studies"].items()}
     assert {options[n]["sensitivity_ranking"] for n in ("deconstructing", erk, flat)} == {"global"}
     assert options["deconstructing"]["sensitivity_bn"] == "stale"
 
@@ -159,11 +159,10 @@ def test_imp_chain_trains_every_level_up_to_the_last_and_restarts_from_the_dense
         assert level.inputs["init"] == f"{runs}/random/d1/s{seed}/rewind.pt"
         assert level.inputs["mask"] == third.output
         dense = jobs[f"train_dense deconstructing/cifar10/convnet/random/d1/s{seed}"]
-        assert dense.outputs["rewind"] == f"{runs}/random/d1/s{seed}/rewind.pt" and dense.params["rewind"] == (
-            "--rewind-step 0")
+        assert dense.outputs["rewind"] == f"{runs}/random/d1/s{seed}/rewind.pt" and dense.params["rewind_step"] == 0
     reinit = {j.run.density for j in jobs.values() if j.kind == "train_reinit" and j.run.method == "imp"}
     assert reinit == {"0.25", "0.0625"}  # only the studied levels are retrained from fresh weights
-    assert jobs_of()["train_dense deconstructing/digits/convnet/random/d1/s0"].params["rewind"] == "--rewind-step 5"
+    assert jobs_of()["train_dense deconstructing/digits/convnet/random/d1/s0"].params["rewind_step"] == 5
 
 
 def test_a_density_that_is_no_imp_level_is_an_error():
@@ -260,14 +259,16 @@ def test_tables_figures_and_claims_come_from_the_protocol():
     runs = jobs["table deconstructing/runs"].inputs["files"]
     assert len(runs) == 10 + 10 + 2 and sum("/reinit/" in f for f in runs) == 10
     claims = jobs["claims"]
-    assert json.loads(claims.params["options"]) == {
+    assert {n: s["options"] for n, s in claims.params["studies"].items()} == {
         "phew": {"claim_density_max": 0.11},
         "deconstructing": {"focus_density": 0.25, "sensitivity_ranking": "global", "sensitivity_bn": "stale",
                            "freeze_claim_epoch": 1, "equivalence_margin": 0.01}}
-    assert claims.params["studies"] == (
-        "--study phew phew runs=results/phew/tables/runs.csv layers=results/phew/tables/layers.csv "
-        "--study deconstructing deconstructing runs=results/deconstructing/tables/runs.csv "
-        "sensitivity=results/deconstructing/tables/sensitivity.csv overlap=results/deconstructing/tables/overlap.csv")
+    assert {n: (s["protocol"], s["tables"]) for n, s in claims.params["studies"].items()} == {
+        "phew": ("phew", {"runs": "results/phew/tables/runs.csv", "layers": "results/phew/tables/layers.csv"}),
+        "deconstructing": ("deconstructing", {"runs": "results/deconstructing/tables/runs.csv",
+                                              "sensitivity": "results/deconstructing/tables/sensitivity.csv",
+                                              "overlap": "results/deconstructing/tables/overlap.csv"})}
+    assert claims.params["preset"] == "tiny"
     init = jobs["mlflow_init"].params  # the experiments, and one parent run per study, dataset, model and method
     assert init["experiments"] == "phew deconstructing"
     assert init["parents"].split() == list(dict.fromkeys(
@@ -331,8 +332,8 @@ def test_a_second_study_of_a_protocol_yields_exactly_its_own_jobs(protocol, base
     page = json.loads({j.kind: j for j in after}["report"].params["context"])
     assert {f"{name}/{f}" for f in PROTOCOLS[protocol].figures} <= {f"{f['study']}/{f['fig']}" for f in page["figures"]}
     claims = {j.kind: j for j in after}["claims"]
-    assert f"--study {name} {protocol} runs=results/{name}/tables/runs.csv" in claims.params["studies"]
-    assert name in json.loads(claims.params["options"])
+    assert claims.params["studies"][name]["protocol"] == protocol
+    assert claims.params["studies"][name]["tables"]["runs"] == f"results/{name}/tables/runs.csv"
     assert {j.kind: j for j in after}["mlflow_init"].params["experiments"].split() == [
         *CONFIG["presets"]["tiny"]["studies"], name]
 
@@ -417,6 +418,6 @@ def test_a_study_added_to_a_copy_of_the_config_is_in_the_dag(tmp_path):
         assert f"{base}/tables/{table}.csv" in out
     for fig in PROTOCOLS["phew"].figures:
         assert f"{base}/figures/{fig}.png" in out and f"{base}/figures/{fig}.pdf" in out
-    assert "--study phew-small phew runs=results/phew-small/tables/runs.csv" in out
+    assert '"phew-small": {"protocol": "phew", "tables": {"runs": "results/phew-small/tables/runs.csv"' in out
     assert "--experiments " + " ".join(config["presets"]["tiny"]["studies"]) in out  # phew-small last
     assert job_stats(out) == dict(Counter(j.kind for j in expand(config, "tiny")))

@@ -375,15 +375,7 @@ def _train(job: "Job") -> Train:
                  density=float(run.density), seed=int(run.seed), device=params["device"], mask=job.inputs["mask"],
                  out_dir=params["out_dir"], recipe=_object(params["recipe"]), variant=run.variant or "original",
                  topology=params["topology"], topology_options=_object(params["options"]),
-                 init_weights=_file(job.inputs["init"]), rewind_step=_rewind_step(params))
-
-
-def _rewind_step(params: Mapping[str, Any]) -> int | None:
-    """The dense run's rewind step: params["rewind_step"] (or the `--rewind-step N` fragment spelled before)."""
-    if "rewind_step" in params:
-        return params["rewind_step"]
-    words = params.get("rewind", "").split()
-    return int(words[1]) if words else None
+                 init_weights=_file(job.inputs["init"]), rewind_step=params["rewind_step"])
 
 
 def _sensitivity(job: "Job") -> Sensitivity:
@@ -393,32 +385,14 @@ def _sensitivity(job: "Job") -> Sensitivity:
                        test_images=int(p["test_images"]), seed=int(job.run.seed), device=p["device"], out=job.output)
 
 
-def _grouped(text: str) -> dict[str, list[str]]:
-    """`--study NAME WORD ... --study NAME ...`, a list per study as study.py spelled it before its params carried
-    the list itself (claims, mlflow_summary): NAME -> its words."""
-    out: dict[str, list[str]] = {}
-    for part in text.split("--study")[1:]:
-        name, *words = part.split()
-        out[name] = words
-    return out
-
-
 def _claims(job: "Job") -> Claims:
-    """params: studies, each {"protocol", "tables", "options"}, and the preset (or, spelled before, `--study NAME
-    PROTOCOL TABLE=PATH ...` with the options apart)."""
-    params, studies = job.params, job.params["studies"]
-    if isinstance(studies, str):
-        options = _object(params["options"])
-        studies = {name: {"protocol": words[0], "tables": dict(w.split("=", 1) for w in words[1:]),
-                          "options": options.get(name, {})} for name, words in _grouped(studies).items()}
-    return Claims(studies=dict(studies), preset=params.get("preset", ""), data=_words(job.inputs["data"]),
+    """params: the studies, each {"protocol", "tables", "options"}, and the preset."""
+    return Claims(studies=dict(job.params["studies"]), preset=job.params["preset"], data=_words(job.inputs["data"]),
                   md=job.outputs["md"], csv=job.outputs["csv"])
 
 
 def _summary(job: "Job") -> MlflowSummary:
-    figures = job.params["studies"]
-    return MlflowSummary(figures=_grouped(figures) if isinstance(figures, str) else dict(figures),
-                         claims=job.inputs["claims"], out=job.output)
+    return MlflowSummary(figures=dict(job.params["studies"]), claims=job.inputs["claims"], out=job.output)
 
 
 _BUILDERS: dict[str, Any] = {

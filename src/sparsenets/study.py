@@ -499,10 +499,9 @@ class Grid:
         """One job for the preset, after the claims: each study's figures and claims.md on its MLflow summary run."""
         figures = {s.name: [f for j in self.jobs.values() if j.kind == "figure" and j.study == s.name
                             for f in j.outputs.values()] for s in studies}
-        args = " ".join(f"--study {name} " + " ".join(files) for name, files in figures.items())
         return self._add(Job("mlflow_summary", "", {"figures": tuple(f for fs in figures.values() for f in fs),
                                                     "claims": self.paths("claims", ext="md")},
-                             {"marker": self.paths("summary")}, self.paths("summary_log"), {"studies": args}))
+                             {"marker": self.paths("summary")}, self.paths("summary_log"), {"studies": figures}))
 
     # masks
     def mask(self, study: Study, run: Run) -> Job:
@@ -551,30 +550,30 @@ class Grid:
         plan_ = self.plan(study, run.method)
         if plan_.kind == "mag":
             pruned = self.mag_prune(study, run)
-            return self._run_job("train", study, run, pruned.outputs["mask"], pruned.outputs["model"], "static", {}, "")
+            return self._run_job("train", study, run, pruned.outputs["mask"], pruned.outputs["model"], "static", {}, None)
         mask = self.mask(study, run.but(method=plan_.mask)).output
         dense = training_kind(run) == "train_dense"
         init: tuple[str, ...] | str = ()
         if run.method == "imp":
             init = self.train(study, run.but(method="random", density=DENSE)).outputs["rewind"]
-        rewind = f"--rewind-step {study.spec.get('imp', {}).get('rewind_step', 0)}" if dense else ""
+        rewind = int(study.spec.get("imp", {}).get("rewind_step", 0)) if dense else None
         return self._run_job(training_kind(run), study, run, mask, init, plan_.topology,
                              plan_.options, rewind)
 
     def reinit(self, study: Study, run: Run) -> Job:
         """The final structure of a run, trained again (static) from fresh weights drawn from new seeds."""
         mask = self.train(study, run).outputs["mask"]
-        return self._run_job("train_reinit", study, run.but(variant="reinit"), mask, (), "static", {}, "")
+        return self._run_job("train_reinit", study, run.but(variant="reinit"), mask, (), "static", {}, None)
 
     def mag_prune(self, study: Study, run: Run) -> Job:
         """mag's pruning phase: the dense run's final weights, pruned by global magnitude to the run's density over
         mag.prune_epochs epochs of training (cubic schedule); the mag run retrains its result."""
         dense = self.train(study, run.but(method="random", density=DENSE))
         return self._run_job("train_prune", study, run.but(variant="prune"), dense.outputs["mask"],
-                             dense.outputs["model"], GRADUAL, {"density": float(run.density)}, "", study.mag_recipe())
+                             dense.outputs["model"], GRADUAL, {"density": float(run.density)}, None, study.mag_recipe())
 
     def _run_job(self, kind: str, study: Study, run: Run, mask: str, init: tuple[str, ...] | str, topology: str,
-                 options: Mapping[str, Any], rewind: str, recipe: Mapping[str, Any] | None = None) -> Job:
+                 options: Mapping[str, Any], rewind: int | None, recipe: Mapping[str, Any] | None = None) -> Job:
         folder = self.paths("run", study=study.name, run=run.name)
         outputs = {name: f"{folder}/{file}" for name, file in RUN_FILES.items()}
         if kind == "train_dense":
@@ -582,7 +581,7 @@ class Grid:
         inputs = {"data": self.dataset(run.dataset).output, "mask": mask, "init": init,
                   "tracking": self.paths("tracking")}
         params = {"recipe": json.dumps(study.recipe if recipe is None else recipe), "topology": topology, "options": json.dumps(options),
-                  "device": self.device_for(run.model), "out_dir": folder, "rewind": rewind}
+                  "device": self.device_for(run.model), "out_dir": folder, "rewind_step": rewind}
         return self._add(Job(kind, f"{study.name}/{run.name}", inputs, outputs,
                              self.paths("run_log", study=study.name, run=run.name), params, study.name, run))
 
@@ -625,14 +624,14 @@ class Grid:
         """One job for the preset: each study's claims (its protocol's), judged on its own tables."""
         tables = {s.name: {t: self.paths("table", study=s.name, kind=t) for t in s.protocol.claim_tables}
                   for s in studies}
-        args = " ".join(f"--study {s.name} {s.protocol.name} " + " ".join(f"{t}={p}" for t, p in tables[s.name].items())
-                        for s in studies if tables[s.name])
-        options = {s.name: s.protocol.claim_options(s) for s in studies if tables[s.name]}
+        judged = {s.name: {"protocol": s.protocol.name, "tables": tables[s.name], "options": s.protocol.claim_options(s)}
+                  for s in studies if tables[s.name]}
         data = tuple(dict.fromkeys(self.dataset(d).output for s in studies for d in s.spec["datasets"]))
         return self._add(Job("claims", "", {"tables": tuple(p for t in tables.values() for p in t.values()),
                                             "data": data},  # named with their sha256 in claims.md
                              {"md": self.paths("claims", ext="md"), "csv": self.paths("claims", ext="csv")},
-                             self.paths("claims_log"), {"studies": args, "options": json.dumps(options)}))
+                             self.paths("claims_log"),
+                             {"studies": judged, "preset": studies[0].preset if studies else ""}))
 
     def report(self, studies: Sequence[Study]) -> Job:
         """One self-contained page for the preset (sparsenets.report): the grid, the claims, every figure with

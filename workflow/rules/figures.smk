@@ -46,7 +46,7 @@ rule claims:
     group:
         "figures"
     params:
-        argv=argv("claims", CLAIMS, preset=config["preset"]),  # the preset, named in claims.md's header
+        argv=argv("claims", CLAIMS),
     shell:
         "{PY} -m sparsenets {params.argv} > {log} 2>&1"
 
