@@ -256,6 +256,13 @@ class Job:
         """The folder it writes: a run's folder for a training job."""
         return posixpath.dirname(self.output)
 
+    def command(self, **given: Any) -> Any:
+        """The command contract it runs (sparsenets.commands; `given`: what the workflow knows and the job does
+        not, e.g. its Snakemake threads). Imported here: commands knows study only for its types."""
+        from .commands import for_job
+
+        return for_job(self, **given)
+
     def files(self) -> list[str]:
         """Every input file, in order."""
         return [f for v in self.inputs.values() for f in ([v] if isinstance(v, str) else v)]

@@ -8,7 +8,6 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 import sparsenets.study as grid  # src/sparsenets/study.py: expand(config) -> every job of the preset
-from sparsenets import commands  # src/sparsenets/commands.py: the command line of each job
 from sparsenets.configcheck import ConfigError, explain
 
 
@@ -109,13 +108,13 @@ def inputs(kinds, pattern, *names):
 
 
 def argv(kinds, pattern, **given):
-    """A rule's params.argv: the command line of the job its wildcards name (sparsenets.commands.for_job), with
+    """A rule's params.argv: the command line of the job its wildcards name (Job.command: sparsenets.commands), with
     the job's threads and `given` (what the workflow knows and the job does not)."""
     find = job_of((kinds,) if isinstance(kinds, str) else kinds, pattern)
 
     def get(w, threads):
         job = find(w)
-        return "" if job is None else commands.for_job(job, threads=threads, **given).to_argv()
+        return "" if job is None else job.command(threads=threads, **given).to_argv()
 
     return get
 
