@@ -25,7 +25,7 @@ from PIL import Image
 from torch.profiler import ProfilerActivity, profile
 
 from conftest import REPO, snakemake
-from sparsenets import data
+from sparsenets import catalogue, data
 from sparsenets.data import DataError, DeviceLoader
 
 ROOT = "tiny-imagenet-200"
@@ -74,8 +74,9 @@ def register(monkeypatch: pytest.MonkeyPatch, md5sum: str) -> None:
     """The test archive's md5 and class count, for this test only; the production table is restored after."""
     source = data.DATASETS["tiny-imagenet"]
     archives = tuple(dataclasses.replace(a, md5=md5sum) for a in source.archives)
-    entry = dataclasses.replace(source, archives=archives, num_classes=len(WNIDS))
-    monkeypatch.setitem(data.DATASETS, "tiny-imagenet", entry)
+    monkeypatch.setitem(data.DATASETS, "tiny-imagenet", dataclasses.replace(source, archives=archives))
+    entry = dataclasses.replace(catalogue.DATASETS["tiny-imagenet"], classes=len(WNIDS))
+    monkeypatch.setitem(catalogue.DATASETS, "tiny-imagenet", entry)
 
 
 @pytest.fixture
@@ -87,7 +88,7 @@ def test_production_entry_is_the_official_archive_over_https():
     [a] = data.DATASETS["tiny-imagenet"].archives
     assert a.url == "https://cs231n.stanford.edu/tiny-imagenet-200.zip" and a.filename == "tiny-imagenet-200.zip"
     assert a.md5 == "90528d7ca1a48142e341f4ef8d21d0de"
-    assert (data.DATASETS["tiny-imagenet"].shape, data.DATASETS["tiny-imagenet"].num_classes) == ((64, 64, 3), 200)
+    assert (catalogue.DATASETS["tiny-imagenet"].shape, catalogue.DATASETS["tiny-imagenet"].classes) == ((3, 64, 64), 200)
 
 
 def test_archive_converts_to_the_npz_contract_in_wnids_order(archive, monkeypatch):
@@ -159,7 +160,7 @@ def test_device_loader_holds_the_split_once_as_uint8_and_never_copies_it(device)
 
 # --------------------------------------------------------------------- through the real workflow
 # The rules run `python -m sparsenets ...` in subprocesses, so the test archive's md5 and class count
-# are registered there by a sitecustomize on PYTHONPATH, once sparsenets.data is imported; production
+# are registered there (data's archive, the catalogue's classes) by a sitecustomize on PYTHONPATH, once sparsenets.data is imported; production
 # code has no way to override a checksum.
 SITECUSTOMIZE = '''
 import dataclasses, importlib.abc, importlib.machinery, sys
@@ -175,7 +176,9 @@ class _Patch(importlib.abc.MetaPathFinder):
             run(module)
             src = module.DATASETS["tiny-imagenet"]
             archives = tuple(dataclasses.replace(a, md5={md5!r}) for a in src.archives)
-            module.DATASETS["tiny-imagenet"] = dataclasses.replace(src, archives=archives, num_classes={classes})
+            module.DATASETS["tiny-imagenet"] = dataclasses.replace(src, archives=archives)
+            known = module.catalogue.DATASETS
+            known["tiny-imagenet"] = dataclasses.replace(known["tiny-imagenet"], classes={classes})
 
         spec.loader.exec_module = exec_module
         return spec
