@@ -163,10 +163,9 @@ class MlflowSummary(Command):
 
 
 @dataclass(frozen=True, kw_only=True)
-class Mask(Command):
-    """build a mask at initialisation and save it"""
+class _OneRun(Command):
+    """What defines one run (and its mask): the fields mask and train share."""
 
-    name: ClassVar[str] = "mask"
     dataset: str = arg(f"a dataset name {NAMES_HELP}")
     data: str = arg("the dataset's npz file")
     model: str = arg(f"a model name {NAMES_HELP}")
@@ -174,6 +173,13 @@ class Mask(Command):
     density: float = arg("the kept fraction of the prunable weights, in (0, 1]")
     seed: int = arg("the run's seed (weights, mask and data order derive from it)")
     device: str = arg(DEVICE_HELP, "auto")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Mask(_OneRun):
+    """build a mask at initialisation and save it"""
+
+    name: ClassVar[str] = "mask"
     options: dict = arg("method options", {})
     previous: str = arg("a nested method's (phew-res) mask at the next sparser density", "")
     threads: int = arg("CPU threads for torch", 1)
@@ -181,18 +187,11 @@ class Mask(Command):
 
 
 @dataclass(frozen=True, kw_only=True)
-class Train(Command):
+class Train(_OneRun):
     """train one run under a mask; writes metrics.json, model.pt, mask.pt, structure.json"""
 
     name: ClassVar[str] = "train"
     study: str = arg("the study (its results folder and MLflow experiment)")
-    dataset: str = arg(f"a dataset name {NAMES_HELP}")
-    data: str = arg("the dataset's npz file")
-    model: str = arg(f"a model name {NAMES_HELP}")
-    method: str = arg(f"a method name {NAMES_HELP}")
-    density: float = arg("the kept fraction of the prunable weights, in (0, 1]")
-    seed: int = arg("the run's seed (weights, mask and data order derive from it)")
-    device: str = arg(DEVICE_HELP, "auto")
     mask: str = arg("the mask file the run starts from")
     out_dir: str = arg("the run's folder: metrics.json, model.pt, mask.pt, structure.json")
     recipe: dict = arg('the recipe, e.g. {"epochs": 2, "batch_size": 64}', {})
