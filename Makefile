@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)  ## run the whole pipeline on the default preset
-	$(BIN)/snakemake --cores $(CORES) --rerun-incomplete --show-failed-logs --config preset=$(PRESET)
+	$(BIN)/snakemake --cores $(CORES) --rerun-incomplete --show-failed-logs --logger sparsenets --config preset=$(PRESET)
 
 dry-run: $(STAMP)
 	$(BIN)/snakemake -n --config preset=$(PRESET)
