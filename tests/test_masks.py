@@ -1,4 +1,4 @@
-import re
+import json
 
 import pytest
 import torch
@@ -92,9 +92,15 @@ def test_mask_rule_passes_first_layer_dense_under_that_layer_policy(tmp_path):
     """The tiny preset's Deconstructing study keeps the first layer dense; its PHEW study is global."""
     from conftest import snakemake
 
+    import shlex
+
+    from sparsenets import commands
+
     out = snakemake(tmp_path, "-n", "-p", "--config", "preset=tiny").stdout
     options = {}
-    for m in re.finditer(r"--method (\S+) .*?--options '([^']*)'.*?--out results/(\w+)/masks/", out):
-        options.setdefault((m[3], m[1]), set()).add(m[2])
+    for line in out.splitlines():  # each mask job's command line, read back through its contract
+        if " -m sparsenets mask " in line:
+            mask, _ = commands.parse(shlex.split(line.split(" -m sparsenets ", 1)[1].split(" > ")[0]))
+            options.setdefault((mask.out.split("/")[1], mask.method), set()).add(json.dumps(mask.options))
     assert options[("deconstructing", "random")] == {'{"first_layer_dense": true}'}
     assert options[("phew", "random")] == options[("phew", "random-erk")] == options[("phew", "magnitude")] == {"{}"}
