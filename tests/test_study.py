@@ -413,7 +413,8 @@ def test_a_study_added_to_a_copy_of_the_config_is_in_the_dag(tmp_path):
     for method in spec["methods"]:
         assert f"{base}/masks/digits/mlp/{method}/d0.1/s0.pt" in out
         assert f"{base}/runs/digits/mlp/{method}/d0.1/s0/metrics.json" in out
-        assert f"--study phew-small --dataset digits --data data/digits.npz --model mlp --method {method}" in out
+        assert f"--dataset digits --data data/digits.npz --model mlp --method {method} " in out
+        assert f"--study phew-small --mask {base}/masks/digits/mlp/{method}/d0.1/s0.pt " in out  # its training job
     for table in PROTOCOLS["phew"].tables:
         assert f"{base}/tables/{table}.csv" in out
     for fig in PROTOCOLS["phew"].figures:
