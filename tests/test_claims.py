@@ -216,7 +216,9 @@ def test_each_claim_holds_fails_is_inconclusive_or_lacks_runs(claim, expected, t
     if expected == NOT_ENOUGH:
         assert got[claim]["numbers"] == []
     else:
-        assert got[claim]["numbers"] and all(set(claims.NUMBER_COLUMNS) <= set(n) for n in got[claim]["numbers"])
+        frame = claims.numbers_frame([got[claim]])  # claims.csv's rows: each number with its verdict's words
+        assert got[claim]["numbers"] and len(frame) == len(got[claim]["numbers"])
+        assert (frame["measured"] == got[claim]["measured"]).all() and (frame["verdict"] == expected).all()
 
 
 def test_missing_runs_are_named():

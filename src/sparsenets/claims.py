@@ -980,8 +980,7 @@ def _in_regime(cid: str, table: pd.DataFrame, options: ClaimOptions, found: Find
 def _row(study: str, cid: str, network: str, found: Finding, setting: str = "") -> dict:
     extra = {"regime": found.regime, "robustness": _robustness(found), "decide": found.decide, "claim": CLAIMS[cid],
              "measured": found.measured, "paper": PAPER_SETTINGS[cid], "setting": setting}
-    numbers = [{"study": study, "id": cid, "network": network, "verdict": found.verdict, **n, **extra}
-               for n in found.numbers]
+    numbers = [{"study": study, "id": cid, "network": network, "verdict": found.verdict, **n} for n in found.numbers]
     return {"study": study, "id": cid, "network": network, "verdict": found.verdict, "numbers": numbers, **extra,
             "readings": dict(found.readings)}
 
