@@ -90,3 +90,11 @@ def test_the_console_shows_progress_lines_and_errors_in_full_and_the_file_log_ke
     assert bad.returncode != 0
     assert "Error in rule mask" in console and "logs/phew/masks/digits/mlp/synflow/d0.05/s0.log" in console, console
     assert not Path(tmp_path / MASK.format(method="synflow")).exists()
+
+
+def test_every_kind_of_job_has_its_stage():
+    """progress.STAGES names a stage for exactly the job kinds sparsenets.study makes (a new kind must say its
+    stage, else the progress line would call it by its rule name)."""
+    from sparsenets import progress, study
+
+    assert set(progress.STAGES) == set(study.KINDS)

@@ -16,7 +16,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-# The pipeline's stages, in order, by rule (workflow/rules/*.smk); a rule not named here is its own stage.
+# The pipeline's stages, in order, for each kind of job (sparsenets.study.KINDS: a test checks both agree).
 STAGES = {
     "dataset": "data", "mlflow_init": "data",
     "mask": "masks", "imp_mask": "masks", "mask_layer_matched": "masks",
