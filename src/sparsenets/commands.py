@@ -372,7 +372,7 @@ def _train(job: "Job") -> Train:
     run, params = job.run, job.params
     return Train(study=job.study, dataset=run.dataset, data=job.inputs["data"], model=run.model, method=run.method,
                  density=float(run.density), seed=int(run.seed), device=params["device"], mask=job.inputs["mask"],
-                 out_dir=params["out_dir"], recipe=_object(params["recipe"]), variant=run.variant or "original",
+                 out_dir=params["out_dir"], recipe=_object(params["recipe"]), variant=run.variant,
                  topology=params["topology"], topology_options=_object(params["options"]),
                  init_weights=_file(job.inputs["init"]), rewind_step=params["rewind_step"])
 
